@@ -1,0 +1,1 @@
+"""raygen.actors (filled in by later issues)."""

@@ -1,0 +1,1 @@
+"""raygen.cluster (filled in by later issues)."""

@@ -1,0 +1,133 @@
+"""Where things live in a dataset, and atomic writes.
+
+LeRobot v3.0 paths (REFERENCE.md section 1) plus raygen's own files beside them
+(ARCHITECTURE.md "The dataset on disk"). One shard = one (chunk, file) pair,
+the same for data, every video, every depth file, flow and episodes metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+CODEBASE_VERSION = "v3.0"
+DEFAULT_CHUNKS_SIZE = 1000
+DEFAULT_DATA_FILE_SIZE_MB = 100
+DEFAULT_VIDEO_FILE_SIZE_MB = 200
+
+_CF = "chunk-{chunk_index:03d}/file-{file_index:03d}"
+DATA_PATH = f"data/{_CF}.parquet"
+VIDEO_PATH = "videos/{video_key}/" + _CF + ".mp4"
+EPISODES_PATH = f"meta/episodes/{_CF}.parquet"
+DEPTH_PATH = "depth/{camera}/" + _CF + ".mkv"
+FLOW_PATH = f"flow/{_CF}.parquet"
+SHARD_RECORD_PATH = f"meta/raygen/shards/{_CF}.json"
+
+INFO = "meta/info.json"
+STATS = "meta/stats.json"
+TASKS = "meta/tasks.parquet"
+RAYGEN_INFO = "meta/raygen/info.json"
+LEDGER = "meta/raygen/ledger.jsonl"
+REJECTS = "meta/raygen/rejects.parquet"
+DIVERSITY = "meta/raygen/diversity.json"
+RUN = "meta/raygen/run.json"
+STAGING = ".staging"
+
+IMAGE_PREFIX = "observation.images."
+
+# Top-level folders whose files are numbered by (chunk, file); the ledger must name all of them.
+NUMBERED_DIRS = ("data", "videos", "depth", "flow", "meta/episodes", "meta/raygen/shards")
+_CF_RE = re.compile(r"chunk-(\d+)/file-(\d+)\.[a-z0-9]+$")
+
+
+def video_key(camera: str) -> str:
+    """LeRobot feature name of a camera's colour video."""
+    return IMAGE_PREFIX + camera
+
+
+def position(seq: int, chunks_size: int) -> tuple[int, int]:
+    """(chunk_index, file_index) of the shard committed ``seq``-th (0-based)."""
+    return divmod(seq, chunks_size)
+
+
+def chunk_file_of(relpath: str) -> tuple[int, int] | None:
+    """Parse (chunk, file) out of a numbered path, or None."""
+    m = _CF_RE.search(relpath)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def numbered_files(root: Path) -> list[str]:
+    """Every numbered file under the dataset root, as paths relative to it (posix)."""
+    out = []
+    for d in NUMBERED_DIRS:
+        base = root / d
+        if base.is_dir():
+            for p in base.rglob("*"):
+                if p.is_file() and chunk_file_of(p.relative_to(root).as_posix()):
+                    out.append(p.relative_to(root).as_posix())
+    return sorted(out)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via a uniquely named temp file in the same folder, fsync, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=4, allow_nan=False) + "\n").encode())
+
+
+def atomic_write_parquet(path: Path, table: pa.Table, **kwargs: Any) -> None:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, **kwargs)
+    atomic_write_bytes(path, sink.getvalue().to_pybytes())
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line and fsync it: used for the ledger, whose lines are commit points."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line.rstrip("\n") + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_json(path: Path) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)

@@ -1,0 +1,141 @@
+"""Feature statistics in LeRobot's stats.json shape, merged exactly across shards.
+
+Every feature gets min, max, mean, std (population), count and the quantiles
+q01, q10, q50, q90, q99 (numpy's default "linear" definition).
+
+- Numeric features (state, action, indices, tracks): the values themselves are
+  the accumulator, so statistics over many shards equal statistics over the
+  concatenated data, quantiles included. The committer keeps the committed
+  values of these small per-frame columns in memory (4-8 bytes per value).
+- Images: per-channel 256-bin histograms of the uint8 pixels of every frame.
+  A histogram of integers is lossless, so means, stds and quantiles computed
+  from summed histograms are exact too. Values are reported on [0, 1] with
+  shape (C, 1, 1), and ``count`` is the number of frames, as LeRobot does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "QUANTILES",
+    "StatsAccumulator",
+    "hist_stats",
+    "image_histogram",
+    "numeric_stats",
+    "stats_to_json",
+]
+
+QUANTILES: dict[str, float] = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}
+STAT_KEYS = ("min", "max", "mean", "std", "count", *QUANTILES)
+
+
+def numeric_stats(values: np.ndarray) -> dict[str, np.ndarray]:
+    """Statistics of [n] or [n, D] values along the first axis (each stat has shape [D], [1] for 1-D)."""
+    x = np.asarray(values)
+    if x.ndim == 1:
+        x = x[:, None]
+    x = x.reshape(x.shape[0], -1)
+    if x.dtype == np.bool_:
+        x = x.astype(np.int64)
+    xf = x.astype(np.float64, copy=False)
+    qs = np.quantile(xf, list(QUANTILES.values()), axis=0)
+    out = {
+        "min": x.min(axis=0),
+        "max": x.max(axis=0),
+        "mean": xf.mean(axis=0),
+        "std": xf.std(axis=0),
+        "count": np.array([x.shape[0]], dtype=np.int64),
+    }
+    for i, name in enumerate(QUANTILES):
+        out[name] = qs[i]
+    return out
+
+
+def image_histogram(frames: np.ndarray) -> np.ndarray:
+    """[C,256] int64 per-channel histogram of [T,H,W,C] uint8 frames (every pixel of every frame)."""
+    t, h, w, c = frames.shape
+    flat = np.ascontiguousarray(frames).reshape(t * h, w, c)
+    hist = np.zeros((c, 256), dtype=np.int64)
+    # calcHist counts in float32, exact only up to 2**24: count in blocks below that.
+    rows = max(1, (1 << 24) // max(w, 1))
+    for start in range(0, flat.shape[0], rows):
+        block = flat[start:start + rows]
+        for ch in range(c):
+            hist[ch] += cv2.calcHist([block], [ch], None, [256], [0, 256]).reshape(-1).astype(np.int64)
+    return hist
+
+
+def _quantiles_from_counts(counts: np.ndarray, qs: list[float]) -> np.ndarray:
+    """np.quantile(..., method="linear") of the integers 0..255 given how often each occurs."""
+    n = int(counts.sum())
+    cum = np.cumsum(counts)
+    pos = np.asarray(qs, dtype=np.float64) * (n - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.ceil(pos).astype(np.int64)
+    v_lo = np.searchsorted(cum, lo, side="right").astype(np.float64)
+    v_hi = np.searchsorted(cum, hi, side="right").astype(np.float64)
+    return v_lo + (pos - lo) * (v_hi - v_lo)
+
+
+def hist_stats(hist: np.ndarray, n_frames: int) -> dict[str, np.ndarray]:
+    """Image statistics on [0, 1] with shape (C,1,1) from a [C,256] histogram."""
+    levels = np.arange(256, dtype=np.float64)
+    c = hist.shape[0]
+    out: dict[str, np.ndarray] = {k: np.zeros((c, 1, 1)) for k in ("min", "max", "mean", "std", *QUANTILES)}
+    for ch in range(c):
+        counts = hist[ch]
+        n = counts.sum()
+        nz = np.flatnonzero(counts)
+        mean = float(counts @ levels) / n
+        var = float(counts @ (levels - mean) ** 2) / n
+        out["min"][ch] = nz[0] / 255.0
+        out["max"][ch] = nz[-1] / 255.0
+        out["mean"][ch] = mean / 255.0
+        out["std"][ch] = np.sqrt(var) / 255.0
+        for name, v in zip(QUANTILES, _quantiles_from_counts(counts, list(QUANTILES.values()))):
+            out[name][ch] = v / 255.0
+    out["count"] = np.array([int(n_frames)], dtype=np.int64)
+    return out
+
+
+def stats_to_json(stats: Mapping[str, Mapping[str, np.ndarray]]) -> dict:
+    """numpy stats -> plain lists, as stats.json stores them."""
+    return {f: {k: np.asarray(v).tolist() for k, v in s.items()} for f, s in stats.items()}
+
+
+class StatsAccumulator:
+    """Running dataset statistics: numeric values and image histograms, merged exactly."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, list[np.ndarray]] = {}
+        self._hist: dict[str, np.ndarray] = {}
+        self._frames: dict[str, int] = {}
+
+    def add_values(self, name: str, values: np.ndarray) -> None:
+        x = np.asarray(values)
+        self._values.setdefault(name, []).append(x.reshape(x.shape[0], -1))
+
+    def add_histogram(self, name: str, hist: np.ndarray, n_frames: int) -> None:
+        h = np.asarray(hist, dtype=np.int64)
+        if name in self._hist:
+            self._hist[name] = self._hist[name] + h
+        else:
+            self._hist[name] = h.copy()
+        self._frames[name] = self._frames.get(name, 0) + int(n_frames)
+
+    def histogram(self, name: str) -> tuple[np.ndarray, int]:
+        return self._hist[name], self._frames[name]
+
+    def compute(self) -> dict[str, dict[str, np.ndarray]]:
+        out: dict[str, dict[str, np.ndarray]] = {}
+        for name, chunks in self._values.items():
+            if len(chunks) > 1:  # keep one contiguous block so the next compute is cheap
+                chunks[:] = [np.concatenate(chunks)]
+            out[name] = numeric_stats(chunks[0])
+        for name, hist in self._hist.items():
+            out[name] = hist_stats(hist, self._frames[name])
+        return out

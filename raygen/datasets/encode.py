@@ -1,0 +1,226 @@
+"""The encode stage: an Episode becomes an EncodedEpisode (bytes and small columns).
+
+After this stage no raw frame travels any further: colour is an MP4 segment,
+depth an FFV1 segment, image statistics a histogram, and the per-frame
+numbers are the columns of the data parquet. Shards are built from these.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from raygen.datasets._stats import image_histogram
+from raygen.datasets._video import VideoSettings, encode_depth, encode_rgb
+from raygen.datasets.episode import Episode, validate_episode
+
+__all__ = ["EncodedEpisode", "FeatureSpec", "encode_episode"]
+
+GRIPPER_POSE = "observation.gripper.pose"
+GRIPPER_OPENING = "observation.gripper.opening"
+CAMERA_POSE = "observation.cameras.{camera}.pose"
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """dtype and per-frame shape of one data-parquet column (LeRobot ``features`` entry)."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    names: tuple[str, ...] | None = None
+    source_shape: tuple[int, ...] | None = None
+    """Original per-frame shape when the column is stored flattened (e.g. (3, 2) for [T,3,2])."""
+
+    def to_info(self) -> dict[str, Any]:
+        return {"dtype": self.dtype, "shape": list(self.shape), "names": list(self.names) if self.names else None}
+
+
+@dataclass(eq=False)
+class EncodedEpisode:
+    """One episode after encoding: what the shard writer needs and nothing more."""
+
+    episode_key: str
+    task: str
+    fps: float
+    success: bool
+    robot_type: str
+    columns: dict[str, np.ndarray]
+    """Per-frame data columns, [T, D] or [T] (observation.state, action, timestamp, extras)."""
+    features: dict[str, FeatureSpec]
+    """Spec of every entry of ``columns``."""
+    videos: dict[str, bytes]
+    """Camera -> MP4 segment."""
+    depth: dict[str, bytes]
+    """Camera -> FFV1/Matroska segment (uint16 mm)."""
+    histograms: dict[str, np.ndarray]
+    """Camera -> [3,256] pixel histogram of every frame."""
+    record: dict[str, Any]
+    """JSON metadata: provenance, metrics, gripper geometry, camera calibration, depth checksums."""
+    flow: np.ndarray | None = None
+    resolution: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    @property
+    def length(self) -> int:
+        return int(self.columns["timestamp"].shape[0])
+
+    # Ray Data rows ------------------------------------------------------------------------
+    def to_row(self) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "episode_key": self.episode_key,
+            "task": self.task,
+            "fps": float(self.fps),
+            "success": bool(self.success),
+            "robot_type": self.robot_type,
+            "record": json.dumps(self.record),
+            "features": json.dumps(
+                {k: [v.dtype, list(v.shape), v.names, v.source_shape] for k, v in self.features.items()}
+            ),
+            "resolution": json.dumps({k: list(v) for k, v in self.resolution.items()}),
+        }
+        for k, v in self.columns.items():
+            row["col." + k] = v
+        for k, v in self.videos.items():
+            row["video." + k] = v
+        for k, v in self.depth.items():
+            row["depth." + k] = v
+        for k, v in self.histograms.items():
+            row["hist." + k] = v
+        if self.flow is not None:
+            row["flow"] = self.flow
+        return row
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> EncodedEpisode:
+        feats = {
+            k: FeatureSpec(d, tuple(s), tuple(n) if n else None, tuple(ss) if ss else None)
+            for k, (d, s, n, ss) in json.loads(str(row["features"])).items()
+        }
+
+        def pick(prefix: str, conv: Any) -> dict[str, Any]:
+            return {k[len(prefix):]: conv(v) for k, v in row.items() if k.startswith(prefix)}
+
+        return cls(
+            episode_key=str(row["episode_key"]),
+            task=str(row["task"]),
+            fps=float(row["fps"]),
+            success=bool(row["success"]),
+            robot_type=str(row["robot_type"]),
+            record=json.loads(str(row["record"])),
+            features=feats,
+            columns=pick("col.", np.asarray),
+            videos=pick("video.", bytes),
+            depth=pick("depth.", bytes),
+            histograms=pick("hist.", np.asarray),
+            flow=None if row.get("flow") is None else np.asarray(row["flow"]),
+            resolution={k: tuple(v) for k, v in json.loads(str(row["resolution"])).items()},
+        )
+
+
+def _flat(arr: np.ndarray, dtype: Any) -> np.ndarray:
+    a = np.asarray(arr)
+    return np.ascontiguousarray(a.reshape(a.shape[0], -1).astype(dtype, copy=False))
+
+
+def _dtype_name(a: np.ndarray) -> str:
+    return "bool" if a.dtype == np.bool_ else str(a.dtype)
+
+
+def encode_episode(
+    episode: Episode,
+    video: VideoSettings | None = None,
+    *,
+    validate: bool = True,
+    workers: int = 4,
+) -> EncodedEpisode:
+    """Encode every camera (colour to MP4, depth to FFV1) and lay out the per-frame columns.
+
+    The streams of one episode are encoded concurrently on ``workers`` threads
+    (FFmpeg encoders run without the GIL).
+    """
+    video = video or VideoSettings()
+    if validate:
+        validate_episode(episode)
+    fps = float(episode.fps)
+    t = episode.length
+    cols: dict[str, np.ndarray] = {
+        "observation.state": np.ascontiguousarray(episode.state, dtype=np.float32),
+        "action": np.ascontiguousarray(episode.action, dtype=np.float32),
+        "timestamp": episode.timestamps(),
+        "frame_index": np.arange(t, dtype=np.int64),
+        GRIPPER_POSE: _flat(episode.gripper_pose, np.float32),
+        GRIPPER_OPENING: _flat(episode.gripper_opening, np.float32),
+    }
+    feats: dict[str, FeatureSpec] = {
+        "observation.state": FeatureSpec("float32", (cols["observation.state"].shape[1],)),
+        "action": FeatureSpec("float32", (cols["action"].shape[1],)),
+        GRIPPER_POSE: FeatureSpec("float32", (16,), source_shape=(4, 4)),
+        GRIPPER_OPENING: FeatureSpec("float32", (1,)),
+    }
+    cameras_rec: dict[str, Any] = {}
+    for name, cam in episode.cameras.items():
+        rec = {
+            "intrinsics": np.asarray(cam.intrinsics, dtype=np.float64).tolist(),
+            "distortion": np.asarray(cam.distortion, dtype=np.float64).tolist(),
+            "moving": cam.moving,
+            "height": cam.resolution[0],
+            "width": cam.resolution[1],
+            "has_depth": cam.depth is not None,
+        }
+        if cam.moving:
+            key = CAMERA_POSE.format(camera=name)
+            cols[key] = _flat(cam.pose, np.float32)
+            feats[key] = FeatureSpec("float32", (16,), source_shape=(4, 4))
+        else:
+            rec["pose"] = np.asarray(cam.pose, dtype=np.float64).tolist()
+        cameras_rec[name] = rec
+    for fname, arr in episode.frame_features.items():
+        a = np.asarray(arr)
+        dt = np.bool_ if a.dtype == np.bool_ else (np.float32 if a.dtype.kind == "f" else np.int64)
+        cols[fname] = _flat(a, dt) if a.ndim > 1 else a.astype(dt, copy=False)
+        shape = (int(np.prod(a.shape[1:])),) if a.ndim > 1 else (1,)
+        feats[fname] = FeatureSpec(_dtype_name(cols[fname]), shape, source_shape=tuple(a.shape[1:]) or None)
+
+    jobs: dict[tuple[str, str], Any] = {}
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for name, cam in episode.cameras.items():
+            jobs[("video", name)] = pool.submit(encode_rgb, cam.rgb, fps, video)
+            if cam.depth is not None:
+                jobs[("depth", name)] = pool.submit(encode_depth, cam.depth, fps)
+        hists = {name: image_histogram(cam.rgb) for name, cam in episode.cameras.items()}
+        checks = {
+            name: f"{zlib.crc32(np.ascontiguousarray(cam.depth).data):08x}"
+            for name, cam in episode.cameras.items()
+            if cam.depth is not None
+        }
+        videos = {n: jobs[("video", n)].result() for n in episode.cameras}
+        depth = {n: f.result() for (kind, n), f in jobs.items() if kind == "depth"}
+    for name, crc in checks.items():
+        cameras_rec[name]["depth_crc32"] = crc
+    record = {
+        "provenance": episode.provenance,
+        "metrics": episode.metrics,
+        "gripper_geometry": episode.gripper_geometry,
+        "cameras": cameras_rec,
+        "frame_features": {k: list(np.asarray(v).shape[1:]) for k, v in episode.frame_features.items()},
+        "flow_shape": None if episode.flow is None else list(np.asarray(episode.flow).shape),
+    }
+    return EncodedEpisode(
+        episode_key=episode.episode_key,
+        task=episode.task,
+        fps=fps,
+        success=bool(episode.success),
+        robot_type=episode.robot_type,
+        columns=cols,
+        features=feats,
+        videos=videos,
+        depth=depth,
+        histograms=hists,
+        record=record,
+        flow=None if episode.flow is None else np.asarray(episode.flow, dtype=np.float32),
+        resolution={n: cam.resolution for n, cam in episode.cameras.items()},
+    )

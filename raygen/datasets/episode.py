@@ -1,0 +1,388 @@
+"""The episode contract: one robot episode as typed numpy arrays plus metadata.
+
+An :class:`Episode` is what a backend produces and what every stage reads and
+extends. :func:`validate_episode` checks one against the contract and reports
+every problem at once; :func:`episode_to_row` / :func:`episode_from_row` map it
+to and from a flat row of numpy arrays and scalars so it can travel through
+Ray Data.
+
+Conventions (see ARCHITECTURE.md "The episode contract"):
+
+- ``T`` frames; per-frame arrays have ``T`` as their first axis.
+- Depth is ``uint16`` millimetres, 0 = invalid.
+- Camera intrinsics are OpenCV ``K`` ([3,3]); distortion is OpenCV
+  ``k1, k2, p1, p2, k3``; the camera pose is camera-to-robot-base with OpenCV
+  axes (x right, y down, z forward), [4,4] when fixed or [T,4,4] when it moves.
+- The gripper pose is the flange pose in the robot base frame, [T,4,4];
+  the opening is the finger gap in metres, [T].
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "CameraFrames",
+    "Episode",
+    "EpisodeValidationError",
+    "episode_from_row",
+    "episode_to_row",
+    "validate_episode",
+]
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
+_CAMERA_RE = re.compile(r"^[A-Za-z0-9_]+$")
+_META_SCALAR = (str, int, float, bool, type(None))
+
+
+@dataclass(eq=False)
+class CameraFrames:
+    """Everything one camera saw during an episode."""
+
+    rgb: np.ndarray
+    """[T,H,W,3] uint8 colour frames."""
+    intrinsics: np.ndarray
+    """[3,3] OpenCV camera matrix K (fx, fy, cx, cy in pixels)."""
+    pose: np.ndarray
+    """Camera-to-robot-base transform, OpenCV axes: [4,4] if fixed, [T,4,4] if it moves."""
+    depth: np.ndarray | None = None
+    """[T,H,W] uint16 depth in millimetres along the optical axis, 0 = invalid; None if none."""
+    distortion: np.ndarray = field(default_factory=lambda: np.zeros(5))
+    """[5] OpenCV distortion k1, k2, p1, p2, k3."""
+
+    @property
+    def moving(self) -> bool:
+        return np.asarray(self.pose).ndim == 3
+
+    @property
+    def resolution(self) -> tuple[int, int]:
+        """(height, width) of the frames."""
+        return int(self.rgb.shape[1]), int(self.rgb.shape[2])
+
+
+@dataclass(eq=False)
+class Episode:
+    """One episode: per-frame arrays, cameras, gripper, provenance and stage outputs."""
+
+    episode_key: str
+    """Stable id from the spec (source, seed, index); unique within a dataset."""
+    task: str
+    """Natural-language task, e.g. "pick the red cube and place it on the green spot"."""
+    fps: float
+    """Frames per second of every per-frame array and camera."""
+    state: np.ndarray
+    """[T,S] float32 observation.state."""
+    action: np.ndarray
+    """[T,A] float32 action."""
+    cameras: dict[str, CameraFrames]
+    """Camera name (e.g. "cam_high") -> its frames and calibration."""
+    gripper_pose: np.ndarray
+    """[T,4,4] flange pose in the robot base frame."""
+    gripper_opening: np.ndarray
+    """[T] finger gap in metres."""
+    timestamp: np.ndarray | None = None
+    """[T] seconds from the episode start; None means frame_index / fps."""
+    success: bool = False
+    robot_type: str = "unknown"
+    provenance: dict[str, Any] = field(default_factory=dict)
+    """How it was made: backend, backend_version, config_hash, seed, code_version, ..."""
+    gripper_geometry: dict[str, Any] = field(default_factory=dict)
+    """The contact geometry used for tracks (pad offsets etc.), recorded with the data."""
+    frame_features: dict[str, np.ndarray] = field(default_factory=dict)
+    """Stage outputs with one entry per frame, e.g. tracks3d [T,N,3], tracks2d.cam_high [T,N,2]."""
+    flow: np.ndarray | None = None
+    """[M,N,3] tracks resampled at 1 mm steps of the centroid's path, or None."""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    """Scalar stage outputs: quality.*, diversity.* (JSON scalars)."""
+
+    @property
+    def length(self) -> int:
+        return int(np.asarray(self.state).shape[0]) if np.asarray(self.state).ndim >= 1 else 0
+
+    def timestamps(self) -> np.ndarray:
+        """[T] float32 timestamps, derived from fps when not given."""
+        if self.timestamp is not None:
+            return np.asarray(self.timestamp, dtype=np.float32)
+        return (np.arange(self.length, dtype=np.float64) / float(self.fps)).astype(np.float32)
+
+
+class EpisodeValidationError(ValueError):
+    """An episode broke the contract; ``problems`` lists every violation found."""
+
+    def __init__(self, episode_key: str, problems: list[str]):
+        self.episode_key = episode_key
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"episode {episode_key!r} is invalid ({len(self.problems)} problems):\n{lines}")
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _describe_bad_values(name: str, arr: np.ndarray) -> str | None:
+    bad = ~np.isfinite(arr)
+    n_bad = int(bad.sum())
+    if not n_bad:
+        return None
+    first = tuple(int(i) for i in np.argwhere(bad)[0])
+    return f"{name}: {n_bad} non-finite values (NaN/Inf), first at index {list(first)} = {arr[first]!r}"
+
+
+class _Checker:
+    """Collects problems for one episode instead of stopping at the first."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def array(
+        self,
+        name: str,
+        value: Any,
+        *,
+        shape: tuple[int | None, ...],
+        kinds: str,
+        dtype: np.dtype | None = None,
+        finite: bool = True,
+    ) -> np.ndarray | None:
+        """Check type, rank/shape (None = any), dtype kind (or exact dtype) and finiteness."""
+        if not isinstance(value, np.ndarray):
+            self.problems.append(f"{name}: expected a numpy array, got {type(value).__name__}")
+            return None
+        ok = True
+        want = "[" + ",".join("*" if s is None else str(s) for s in shape) + "]"
+        if value.ndim != len(shape) or any(s is not None and s != v for s, v in zip(shape, value.shape)):
+            self.problems.append(f"{name}: shape {list(value.shape)} does not match expected {want}")
+            ok = False
+        if dtype is not None and value.dtype != dtype:
+            self.problems.append(f"{name}: dtype {value.dtype} but {np.dtype(dtype)} is required")
+            ok = False
+        elif dtype is None and value.dtype.kind not in kinds:
+            self.problems.append(f"{name}: dtype {value.dtype} is not numeric (allowed kinds: {kinds})")
+            ok = False
+        if finite and value.dtype.kind == "f":
+            msg = _describe_bad_values(name, value)
+            if msg:
+                self.problems.append(msg)
+        return value if ok else None
+
+    def json_dict(self, name: str, value: Any) -> None:
+        if not isinstance(value, dict):
+            self.problems.append(f"{name}: expected a dict, got {type(value).__name__}")
+            return
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            self.problems.append(f"{name}: not JSON-serialisable without NaN/Inf ({exc})")
+
+
+def _check_transform(chk: _Checker, name: str, pose: np.ndarray) -> None:
+    bottom = pose[..., 3, :]
+    if not np.allclose(bottom, [0.0, 0.0, 0.0, 1.0], atol=1e-6):
+        idx = np.argwhere(~np.all(np.isclose(bottom, [0, 0, 0, 1], atol=1e-6), axis=-1))
+        where = f" (frame {int(idx[0][0])})" if pose.ndim == 3 and len(idx) else ""
+        chk.problems.append(f"{name}: last row must be [0, 0, 0, 1]{where}, got {bottom.reshape(-1, 4)[0].tolist()}")
+
+
+def validate_episode(
+    episode: Episode,
+    *,
+    cameras: set[str] | frozenset[str] | None = None,
+    state_dim: int | None = None,
+    action_dim: int | None = None,
+) -> None:
+    """Check ``episode`` against the contract and raise one error naming every problem.
+
+    ``cameras``, ``state_dim`` and ``action_dim``, when given, are what the
+    dataset expects: a camera outside ``cameras`` or a missing one is reported.
+    """
+    chk = _Checker()
+    key = episode.episode_key if isinstance(episode.episode_key, str) else repr(episode.episode_key)
+    if not isinstance(episode.episode_key, str) or not episode.episode_key.strip():
+        chk.problems.append(f"episode_key: must be a non-empty string, got {episode.episode_key!r}")
+    if not isinstance(episode.task, str) or not episode.task.strip():
+        chk.problems.append(f"task: must be a non-empty string, got {episode.task!r}")
+    if not isinstance(episode.robot_type, str) or not episode.robot_type:
+        chk.problems.append(f"robot_type: must be a non-empty string, got {episode.robot_type!r}")
+    if not isinstance(episode.fps, int | float) or not np.isfinite(episode.fps) or episode.fps <= 0:
+        chk.problems.append(f"fps: must be a positive number, got {episode.fps!r}")
+    if not isinstance(episode.success, bool | np.bool_):
+        chk.problems.append(f"success: must be a bool, got {episode.success!r}")
+
+    state = chk.array("observation.state", episode.state, shape=(None, state_dim), kinds="f",
+                      dtype=np.dtype(np.float32))
+    n = int(episode.state.shape[0]) if isinstance(episode.state, np.ndarray) and episode.state.ndim else None
+    if state is not None and n == 0:
+        chk.problems.append("observation.state: the episode has no frames (T = 0)")
+    chk.array("action", episode.action, shape=(n, action_dim), kinds="f", dtype=np.dtype(np.float32))
+    if episode.timestamp is not None:
+        ts = chk.array("timestamp", episode.timestamp, shape=(n,), kinds="f")
+        if ts is not None and ts.size > 1 and np.all(np.isfinite(ts)):
+            steps = np.diff(ts.astype(np.float64))
+            if np.any(steps <= 0):
+                i = int(np.argmax(steps <= 0))
+                chk.problems.append(
+                    f"timestamp: must increase strictly; frame {i + 1} = {ts[i + 1]!r} after {ts[i]!r}"
+                )
+    pose = chk.array("gripper.pose", episode.gripper_pose, shape=(n, 4, 4), kinds="f")
+    if pose is not None:
+        _check_transform(chk, "gripper.pose", pose)
+    chk.array("gripper.opening", episode.gripper_opening, shape=(n,), kinds="f")
+
+    if not isinstance(episode.cameras, dict) or not episode.cameras:
+        chk.problems.append("cameras: at least one camera is required")
+    else:
+        if cameras is not None:
+            unknown = sorted(set(episode.cameras) - set(cameras))
+            missing = sorted(set(cameras) - set(episode.cameras))
+            if unknown:
+                chk.problems.append(f"cameras: unknown camera(s) {unknown}; this dataset has {sorted(cameras)}")
+            if missing:
+                chk.problems.append(f"cameras: missing camera(s) {missing}; this dataset has {sorted(cameras)}")
+        for cam_name, cam in episode.cameras.items():
+            _validate_camera(chk, cam_name, cam, n)
+
+    if not isinstance(episode.frame_features, dict):
+        chk.problems.append("frame_features: expected a dict of per-frame arrays")
+    else:
+        for fname, arr in episode.frame_features.items():
+            label = f"frame_features[{fname!r}]"
+            if not isinstance(fname, str) or not _NAME_RE.match(fname):
+                chk.problems.append(f"{label}: name must be dotted identifiers like 'tracks2d.cam_high'")
+            if isinstance(arr, np.ndarray) and arr.ndim >= 1:
+                chk.array(label, arr, shape=(n,) + (None,) * (arr.ndim - 1), kinds="fiub")
+            else:
+                chk.array(label, arr, shape=(n,), kinds="fiub")
+    if episode.flow is not None:
+        chk.array("flow", episode.flow, shape=(None, None, 3), kinds="f")
+    chk.json_dict("provenance", episode.provenance)
+    chk.json_dict("gripper_geometry", episode.gripper_geometry)
+    chk.json_dict("metrics", episode.metrics)
+    if isinstance(episode.metrics, dict):
+        for mk, mv in episode.metrics.items():
+            if not isinstance(mv, _META_SCALAR):
+                chk.problems.append(f"metrics[{mk!r}]: must be a JSON scalar, got {type(mv).__name__}")
+    if chk.problems:
+        raise EpisodeValidationError(key, chk.problems)
+
+
+def _validate_camera(chk: _Checker, cam_name: str, cam: Any, n: int | None) -> None:
+    p = f"cameras.{cam_name}"
+    if not isinstance(cam_name, str) or not _CAMERA_RE.match(cam_name):
+        chk.problems.append(f"{p}: camera names may hold only letters, digits and '_', got {cam_name!r}")
+    if not isinstance(cam, CameraFrames):
+        chk.problems.append(f"{p}: expected CameraFrames, got {type(cam).__name__}")
+        return
+    rgb = chk.array(f"{p}.rgb", cam.rgb, shape=(n, None, None, 3), kinds="u", dtype=np.dtype(np.uint8))
+    hw = rgb.shape[1:3] if rgb is not None else (None, None)
+    if rgb is not None and (hw[0] % 2 or hw[1] % 2):
+        chk.problems.append(f"{p}.rgb: height and width must be even for yuv420p video, got {list(hw)}")
+    if cam.depth is not None:
+        if isinstance(cam.depth, np.ndarray) and cam.depth.dtype != np.uint16:
+            chk.problems.append(
+                f"{p}.depth: dtype {cam.depth.dtype} but uint16 millimetres are required "
+                "(convert metres with np.round(d * 1000).clip(0, 65535).astype(np.uint16), 0 = invalid)"
+            )
+        else:
+            chk.array(f"{p}.depth", cam.depth, shape=(n, *hw), kinds="u", dtype=np.dtype(np.uint16))
+    k = chk.array(f"{p}.intrinsics", cam.intrinsics, shape=(3, 3), kinds="f")
+    if k is not None and np.all(np.isfinite(k)) and (k[0, 0] <= 0 or k[1, 1] <= 0):
+        chk.problems.append(f"{p}.intrinsics: fx and fy must be positive, got fx={k[0, 0]!r} fy={k[1, 1]!r}")
+    chk.array(f"{p}.distortion", cam.distortion, shape=(5,), kinds="f")
+    pose = cam.pose
+    if isinstance(pose, np.ndarray) and pose.ndim == 3:
+        pose = chk.array(f"{p}.pose", pose, shape=(n, 4, 4), kinds="f")
+    else:
+        pose = chk.array(f"{p}.pose", pose, shape=(4, 4), kinds="f")
+    if pose is not None:
+        _check_transform(chk, f"{p}.pose", pose)
+
+
+# --------------------------------------------------------------------------- rows
+
+_CAM_PREFIX = "cameras."
+_FRAME_PREFIX = "frame."
+
+
+def episode_to_row(episode: Episode) -> dict[str, Any]:
+    """Flatten an episode into one row of numpy arrays and scalars (a Ray Data row).
+
+    Column names: ``episode_key, task, robot_type, fps, success, observation.state,
+    action, timestamp, gripper.pose, gripper.opening, cameras.<cam>.<rgb|depth|
+    intrinsics|distortion|pose>, frame.<feature>, flow`` and ``meta`` (a JSON string
+    with provenance, gripper geometry, metrics and which optional parts exist).
+    """
+    row: dict[str, Any] = {
+        "episode_key": episode.episode_key,
+        "task": episode.task,
+        "robot_type": episode.robot_type,
+        "fps": float(episode.fps),
+        "success": bool(episode.success),
+        "observation.state": episode.state,
+        "action": episode.action,
+        "timestamp": episode.timestamps(),
+        "gripper.pose": episode.gripper_pose,
+        "gripper.opening": episode.gripper_opening,
+    }
+    for name, cam in episode.cameras.items():
+        p = f"{_CAM_PREFIX}{name}."
+        row[p + "rgb"] = cam.rgb
+        row[p + "intrinsics"] = cam.intrinsics
+        row[p + "distortion"] = cam.distortion
+        row[p + "pose"] = cam.pose
+        if cam.depth is not None:
+            row[p + "depth"] = cam.depth
+    for fname, arr in episode.frame_features.items():
+        row[_FRAME_PREFIX + fname] = arr
+    if episode.flow is not None:
+        row["flow"] = episode.flow
+    row["meta"] = json.dumps(
+        {
+            "provenance": episode.provenance,
+            "gripper_geometry": episode.gripper_geometry,
+            "metrics": episode.metrics,
+            "cameras": list(episode.cameras),
+            "frame_features": list(episode.frame_features),
+            "has_timestamp": episode.timestamp is not None,
+        }
+    )
+    return row
+
+
+def episode_from_row(row: dict[str, Any]) -> Episode:
+    """Inverse of :func:`episode_to_row`; accepts rows as Ray Data hands them back."""
+    meta = json.loads(str(row["meta"]))
+    cameras = {}
+    for name in meta["cameras"]:
+        p = f"{_CAM_PREFIX}{name}."
+        depth = row.get(p + "depth")
+        cameras[name] = CameraFrames(
+            rgb=np.asarray(row[p + "rgb"]),
+            intrinsics=np.asarray(row[p + "intrinsics"]),
+            distortion=np.asarray(row[p + "distortion"]),
+            pose=np.asarray(row[p + "pose"]),
+            depth=None if depth is None else np.asarray(depth),
+        )
+    flow = row.get("flow")
+    return Episode(
+        episode_key=str(row["episode_key"]),
+        task=str(row["task"]),
+        robot_type=str(row["robot_type"]),
+        fps=float(row["fps"]),
+        success=bool(row["success"]),
+        state=np.asarray(row["observation.state"]),
+        action=np.asarray(row["action"]),
+        timestamp=np.asarray(row["timestamp"]) if meta.get("has_timestamp") else None,
+        cameras=cameras,
+        gripper_pose=np.asarray(row["gripper.pose"]),
+        gripper_opening=np.asarray(row["gripper.opening"]),
+        provenance=meta["provenance"],
+        gripper_geometry=meta["gripper_geometry"],
+        frame_features={f: np.asarray(row[_FRAME_PREFIX + f]) for f in meta["frame_features"]},
+        flow=None if flow is None else np.asarray(flow),
+        metrics=meta["metrics"],
+    )

@@ -1,0 +1,1 @@
+"""raygen.pipelines (filled in by later issues)."""
