@@ -109,8 +109,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=4, allow_nan=False) + "\n").encode())
+def atomic_write_json(path: Path, obj: Any, *, indent: int | None = 4) -> None:
+    """Pretty JSON for files people read (info.json, stats.json); ``indent=None`` for bulky records."""
+    seps = None if indent else (",", ":")
+    atomic_write_bytes(path, (json.dumps(obj, indent=indent, separators=seps, allow_nan=False) + "\n").encode())
 
 
 def atomic_write_parquet(path: Path, table: pa.Table, **kwargs: Any) -> None:

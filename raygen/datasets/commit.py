@@ -32,10 +32,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raygen.datasets import _layout as L
+from raygen.datasets._arrow import column_values
 from raygen.datasets._stats import STAT_KEYS, StatsAccumulator, numeric_stats
 from raygen.datasets._video import DEPTH_CODEC, DEPTH_PIX_FMT
-from raygen.datasets.shard import FLOW, FRAMES, StagedShard, frames_schema
-from raygen.datasets.encode import FeatureSpec
+from raygen.datasets.encode import IMAGE_STATS_STRIDE, FeatureSpec
+from raygen.datasets.shard import FLOW, FRAMES, StagedShard
 
 logger = logging.getLogger(__name__)
 
@@ -223,7 +224,7 @@ class Committer:
             self._stats.add_histogram(L.video_key(cam), np.asarray(hist), n)
         table = pq.read_table(self.root / L.DATA_PATH.format(**cf))
         for name in table.column_names:
-            self._stats.add_values(name, _column_values(table.column(name)))
+            self._stats.add_values(name, column_values(table.column(name)))
 
     # ------------------------------------------------------------------ commit
     def commit(self, staged: StagedShard) -> dict[str, Any]:
@@ -296,14 +297,14 @@ class Committer:
             "histograms": manifest["histograms"],
         }
         rel = L.SHARD_RECORD_PATH.format(**cf)
-        L.atomic_write_json(self.root / rel, record)
+        L.atomic_write_json(self.root / rel, record, indent=None)
         files.append(rel)
 
         # 4. small metadata, then the commit point
         for cam, hist in manifest["histograms"].items():
             self._stats.add_histogram(L.video_key(cam), np.asarray(hist), len(ep_idx))
         for name in data.column_names:
-            self._stats.add_values(name, _column_values(data.column(name)))
+            self._stats.add_values(name, column_values(data.column(name)))
         self._tasks = tasks
         self._keys.update(keys)
         self._total_frames = fr_from + len(ep_idx)
@@ -401,6 +402,7 @@ class Committer:
             "depth_path": L.DEPTH_PATH,
             "flow_path": L.FLOW_PATH if manifest["has_flow"] else None,
             "shard_record_path": L.SHARD_RECORD_PATH,
+            "image_stats_frame_stride": IMAGE_STATS_STRIDE,
             "flattened_features": {
                 name: f["source_shape"] for name, f in manifest["features"].items() if f.get("source_shape")
             },
@@ -461,7 +463,7 @@ class Committer:
                     typ = pa.list_(pa.int64()) if k == "count" else pa.list_(pa.list_(pa.list_(pa.float64())))
                     cols[f"stats/{feat}/{k}"] = pa.array([p[k] for p in per], typ)
                 continue
-            values = _column_values(data.column(feat))
+            values = column_values(data.column(feat))
             per = [numeric_stats(values[starts[i]:starts[i + 1]]) for i in range(n)]
             is_int = spec["dtype"] in ("int64", "bool")
             for k in STAT_KEYS:
@@ -499,14 +501,6 @@ def _layout_of(manifest: dict[str, Any]) -> dict[str, Any]:
         "video_codec": manifest["video"]["codec"],
         "video_pix_fmt": manifest["video"]["pix_fmt"],
     }
-
-
-def _column_values(col: pa.ChunkedArray) -> np.ndarray:
-    """A parquet column as [n, D] (vectors) or [n] (scalars) numpy values."""
-    arr = col.combine_chunks()
-    if pa.types.is_fixed_size_list(arr.type):
-        return arr.flatten().to_numpy(zero_copy_only=False).reshape(len(arr), arr.type.list_size)
-    return arr.to_numpy(zero_copy_only=False)
 
 
 def _write_row_groups(path: Path, table: pa.Table, lengths: list[int]) -> None:

@@ -130,7 +130,7 @@ def _describe_bad_values(name: str, arr: np.ndarray) -> str | None:
     if not n_bad:
         return None
     first = tuple(int(i) for i in np.argwhere(bad)[0])
-    return f"{name}: {n_bad} non-finite values (NaN/Inf), first at index {list(first)} = {arr[first]!r}"
+    return f"{name}: {n_bad} non-finite values (NaN/Inf), first at index {list(first)} = {arr[first].item()!r}"
 
 
 class _Checker:
@@ -226,7 +226,7 @@ def validate_episode(
             if np.any(steps <= 0):
                 i = int(np.argmax(steps <= 0))
                 chk.problems.append(
-                    f"timestamp: must increase strictly; frame {i + 1} = {ts[i + 1]!r} after {ts[i]!r}"
+                    f"timestamp: must increase strictly; frame {i + 1} = {ts[i + 1].item()!r} after {ts[i].item()!r}"
                 )
     pose = chk.array("gripper.pose", episode.gripper_pose, shape=(n, 4, 4), kinds="f")
     if pose is not None:
@@ -291,7 +291,7 @@ def _validate_camera(chk: _Checker, cam_name: str, cam: Any, n: int | None) -> N
             chk.array(f"{p}.depth", cam.depth, shape=(n, *hw), kinds="u", dtype=np.dtype(np.uint16))
     k = chk.array(f"{p}.intrinsics", cam.intrinsics, shape=(3, 3), kinds="f")
     if k is not None and np.all(np.isfinite(k)) and (k[0, 0] <= 0 or k[1, 1] <= 0):
-        chk.problems.append(f"{p}.intrinsics: fx and fy must be positive, got fx={k[0, 0]!r} fy={k[1, 1]!r}")
+        chk.problems.append(f"{p}.intrinsics: fx and fy must be positive, got fx={k[0, 0].item()!r} fy={k[1, 1].item()!r}")
     chk.array(f"{p}.distortion", cam.distortion, shape=(5,), kinds="f")
     pose = cam.pose
     if isinstance(pose, np.ndarray) and pose.ndim == 3:

@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from raygen.datasets._arrow import to_arrow
 from raygen.datasets._layout import atomic_write_json, new_id
 from raygen.datasets._stats import hist_stats, stats_to_json
 from raygen.datasets._video import VideoSettings, concat_segments
@@ -54,13 +55,6 @@ def frames_schema(features: dict[str, FeatureSpec]) -> pa.Schema:
     fields = [pa.field(name, _column_type(spec)) for name, spec in features.items()]
     fields += [pa.field("timestamp", pa.float32()), pa.field("frame_index", pa.int64())]
     return pa.schema(fields)
-
-
-def _to_arrow(values: np.ndarray, typ: pa.DataType) -> pa.Array:
-    if pa.types.is_fixed_size_list(typ):
-        flat = np.ascontiguousarray(values).reshape(-1)
-        return pa.FixedSizeListArray.from_arrays(pa.array(flat, type=typ.value_type), typ.list_size)
-    return pa.array(np.asarray(values).reshape(-1), type=typ)
 
 
 @dataclass(frozen=True)
@@ -139,7 +133,7 @@ class ShardWriter:
         schema = frames_schema(first.features)
         with pq.ParquetWriter(tmp / FRAMES, schema) as w:
             for e in eps:
-                arrays = [_to_arrow(e.columns[f.name], f.type) for f in schema]
+                arrays = [to_arrow(e.columns[f.name], f.type) for f in schema]
                 w.write_table(pa.Table.from_arrays(arrays, schema=schema))
 
         for cam in first.videos:
@@ -189,7 +183,7 @@ class ShardWriter:
             "episodes": episodes,
             "histograms": {cam: h.tolist() for cam, h in shard_hist.items()},
         }
-        atomic_write_json(tmp / MANIFEST, manifest)
+        atomic_write_json(tmp / MANIFEST, manifest, indent=None)
         final = self.staging_dir / self.shard_id
         tmp.rename(final)
         return StagedShard(final, self.shard_id)
@@ -211,7 +205,7 @@ def _write_flow(path: Path, eps: list[EncodedEpisode]) -> None:
         {
             "episode_index": np.concatenate(local),
             "step": np.concatenate(step),
-            "flow": _to_arrow(np.concatenate(flow), typ),
+            "flow": to_arrow(np.concatenate(flow), typ),
         }
     )
     pq.write_table(table, path)

@@ -1,0 +1,66 @@
+"""Shared factories: synthetic episodes, small written datasets, an isolated HF_HOME."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import av
+import pytest
+
+from raygen.datasets.synthetic import synthetic_episode
+from raygen.datasets.writer import DatasetWriter
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "lerobot-v3.0-reference"
+if not REFERENCE.exists():  # a clean clone has shared/ beside it; a worktree may sit deeper
+    for parent in Path(__file__).resolve().parents:
+        if (parent / "shared" / "fixtures" / "lerobot-v3.0-reference").exists():
+            REFERENCE = parent / "shared" / "fixtures" / "lerobot-v3.0-reference"
+            break
+
+av.logging.set_level(av.logging.ERROR)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_hf_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HOME", str(tmp_path_factory.getbasetemp() / "hf_home"))
+
+
+@pytest.fixture(scope="session")
+def reference_dataset() -> Path:
+    if not REFERENCE.exists():
+        pytest.skip(f"reference fixture not found at {REFERENCE}")
+    return REFERENCE
+
+
+def small_episodes(n: int, *, start: int = 0, **kw):
+    kw.setdefault("frames", 24)
+    kw.setdefault("height", 32)
+    kw.setdefault("width", 48)
+    kw.setdefault("flow", True)
+    return [synthetic_episode(i, **kw) for i in range(start, start + n)]
+
+
+def write_dataset(root: Path, episodes, shard_size: int = 3, **kw) -> DatasetWriter:
+    with DatasetWriter(root, shard_size=shard_size, **kw) as w:
+        for ep in episodes:
+            w.add(ep)
+    return w
+
+
+@pytest.fixture(scope="session")
+def written(tmp_path_factory: pytest.TempPathFactory):
+    """A 7-episode, 3-shard dataset with the default codec (libsvtav1), depth and flow; do not modify."""
+    root = tmp_path_factory.mktemp("written") / "ds"
+    eps = small_episodes(7)
+    write_dataset(root, eps, shard_size=3)
+    return root, eps
+
+
+@pytest.fixture
+def written_copy(written, tmp_path: Path):
+    """A private copy of ``written`` that a test may damage."""
+    root, eps = written
+    dst = tmp_path / "ds"
+    shutil.copytree(root, dst)
+    return dst, eps
