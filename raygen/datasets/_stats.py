@@ -99,7 +99,7 @@ def hist_stats(hist: np.ndarray, n_frames: int) -> dict[str, np.ndarray]:
         for name, v in zip(QUANTILES, _quantiles_from_counts(counts, list(QUANTILES.values()))):
             out[name][ch] = v / 255.0
     out["count"] = np.array([int(n_frames)], dtype=np.int64)
-    return out
+    return {k: out[k] for k in STAT_KEYS}
 
 
 def stats_to_json(stats: Mapping[str, Mapping[str, np.ndarray]]) -> dict:
