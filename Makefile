@@ -1,0 +1,41 @@
+# raygen: two commands to know, `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-dev
+RUNTIME := $(VENV)/.installed
+
+.PHONY: demo test test-slow lint bench clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+$(RUNTIME): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e .
+	touch $(RUNTIME)
+
+## demo: create .venv, install, run the main job on the embedded default
+demo: $(RUNTIME)
+	$(VENV)/bin/raygen demo --output out/demo
+
+## test: create .venv, install with dev extras, run the test suite (CPU, no GPU)
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+## test-slow: the slower checks too (run before stopping)
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m "not gpu"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check raygen tests
+
+bench: $(STAMP)
+	$(VENV)/bin/raygen bench writer
+
+clean:
+	rm -rf out .pytest_cache

@@ -1,0 +1,29 @@
+import re
+
+from raygen.cli import main
+
+
+def test_bench_writer_prints_the_ratio(capsys):
+    code = main(["bench", "writer", "--episodes", "1", "--frames", "12", "--size", "32", "--repeats", "1",
+                 "--codec", "libx264"])
+    out = capsys.readouterr().out
+    assert code == 0
+    m = re.search(r"writer/raw codec throughput: (\d+\.\d\d)", out)
+    assert m and float(m.group(1)) > 0
+    assert re.search(r"writer \(stats \+ encode \+ write \+ commit\): \d+\.\d+ s/episode", out)
+
+
+def test_demo_writes_a_valid_dataset_and_resumes(capsys, tmp_path):
+    args = ["demo", "--output", str(tmp_path / "demo"), "--episodes", "3", "--frames", "8", "--size", "32",
+            "--shard-size", "2"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "SYNTHETIC" in out and "wrote 3 new episodes (3 in total)" in out and "RESULT: VALID" in out
+    assert main([*args[:4], "5", *args[5:]]) == 0
+    out = capsys.readouterr().out
+    assert "wrote 2 new episodes (5 in total)" in out
+
+
+def test_verify_missing_path_is_an_error(capsys, tmp_path):
+    assert main(["verify", str(tmp_path / "nope")]) == 1
+    assert "meta/info.json: missing" in capsys.readouterr().out
