@@ -107,17 +107,79 @@ def stats_to_json(stats: Mapping[str, Mapping[str, np.ndarray]]) -> dict:
     return {f: {k: np.asarray(v).tolist() for k, v in s.items()} for f, s in stats.items()}
 
 
+def _linear_quantiles(sorted_vals: np.ndarray, qs: list[float]) -> np.ndarray:
+    """np.quantile(method="linear") along axis 0 of values already sorted along axis 0."""
+    n = sorted_vals.shape[0]
+    out = np.empty((len(qs), sorted_vals.shape[1]))
+    for i, q in enumerate(qs):
+        pos = q * (n - 1)
+        lo, hi = int(np.floor(pos)), int(np.ceil(pos))
+        a = sorted_vals[lo].astype(np.float64)
+        b = sorted_vals[hi].astype(np.float64)
+        t = pos - lo
+        out[i] = a + t * (b - a) if t < 0.5 else b - (b - a) * (1 - t)
+    return out
+
+
+class _NumericAccumulator:
+    """Exact running statistics of [n, D] values: moments merged with Chan's formula, and
+    every value kept sorted per column (a linear merge per add) so quantiles stay exact."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.mean: np.ndarray | None = None
+        self.m2: np.ndarray | None = None
+        self.min: np.ndarray | None = None
+        self.max: np.ndarray | None = None
+        self.sorted: np.ndarray | None = None
+
+    def add(self, x: np.ndarray) -> None:
+        if x.dtype == np.bool_:
+            x = x.astype(np.int64)
+        if not x.shape[0]:
+            return
+        xf = x.astype(np.float64, copy=False)
+        nb, mb = x.shape[0], xf.mean(axis=0)
+        m2b = ((xf - mb) ** 2).sum(axis=0)
+        if self.n == 0:
+            self.n, self.mean, self.m2 = nb, mb, m2b
+            self.min, self.max = x.min(axis=0), x.max(axis=0)
+            self.sorted = np.sort(x, axis=0)
+            return
+        n = self.n + nb
+        delta = mb - self.mean
+        self.mean = self.mean + delta * (nb / n)
+        self.m2 = self.m2 + m2b + delta**2 * (self.n * nb / n)
+        self.n = n
+        self.min = np.minimum(self.min, x.min(axis=0))
+        self.max = np.maximum(self.max, x.max(axis=0))
+        # timsort sees one long sorted run plus a short one: a linear merge, not a full sort
+        self.sorted = np.sort(np.concatenate([self.sorted, x]), axis=0, kind="stable")
+
+    def stats(self) -> dict[str, np.ndarray]:
+        qs = _linear_quantiles(self.sorted, list(QUANTILES.values()))
+        out = {
+            "min": self.min,
+            "max": self.max,
+            "mean": self.mean,
+            "std": np.sqrt(np.maximum(self.m2 / self.n, 0.0)),
+            "count": np.array([self.n], dtype=np.int64),
+        }
+        out.update({name: qs[i] for i, name in enumerate(QUANTILES)})
+        return out
+
+
 class StatsAccumulator:
     """Running dataset statistics: numeric values and image histograms, merged exactly."""
 
     def __init__(self) -> None:
-        self._values: dict[str, list[np.ndarray]] = {}
+        self._numeric: dict[str, _NumericAccumulator] = {}
         self._hist: dict[str, np.ndarray] = {}
         self._frames: dict[str, int] = {}
 
     def add_values(self, name: str, values: np.ndarray) -> None:
         x = np.asarray(values)
-        self._values.setdefault(name, []).append(x.reshape(x.shape[0], -1))
+        self._numeric.setdefault(name, _NumericAccumulator()).add(x.reshape(x.shape[0], -1))
 
     def add_histogram(self, name: str, hist: np.ndarray, n_frames: int) -> None:
         h = np.asarray(hist, dtype=np.int64)
@@ -127,15 +189,8 @@ class StatsAccumulator:
             self._hist[name] = h.copy()
         self._frames[name] = self._frames.get(name, 0) + int(n_frames)
 
-    def histogram(self, name: str) -> tuple[np.ndarray, int]:
-        return self._hist[name], self._frames[name]
-
     def compute(self) -> dict[str, dict[str, np.ndarray]]:
-        out: dict[str, dict[str, np.ndarray]] = {}
-        for name, chunks in self._values.items():
-            if len(chunks) > 1:  # keep one contiguous block so the next compute is cheap
-                chunks[:] = [np.concatenate(chunks)]
-            out[name] = numeric_stats(chunks[0])
+        out = {name: acc.stats() for name, acc in self._numeric.items()}
         for name, hist in self._hist.items():
             out[name] = hist_stats(hist, self._frames[name])
         return out

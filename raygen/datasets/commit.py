@@ -159,11 +159,14 @@ class Committer:
             return
         self._info = L.read_json(info_path)
         self._raygen_info = L.read_json(root / L.RAYGEN_INFO)
+        values: dict[str, list[np.ndarray]] = {}
         for entry in self._ledger:
             self._tasks.update(entry["new_tasks"])
             self._keys.update(entry["episodes"])
             self._total_frames = max(self._total_frames, entry["frame_to"])
-            self._load_shard_stats(entry)
+            self._load_shard_stats(entry, values)
+        for name, chunks in values.items():  # one sorted merge per feature, not one per shard
+            self._stats.add_values(name, np.concatenate(chunks))
         self._write_meta()
         logger.info("opened %s: %d shards, %d episodes, %d frames", root, len(self._ledger),
                     self.total_episodes, self.total_frames)
@@ -216,7 +219,7 @@ class Committer:
                 "the dataset lost committed data. Restore them or start a new dataset."
             )
 
-    def _load_shard_stats(self, entry: dict[str, Any]) -> None:
+    def _load_shard_stats(self, entry: dict[str, Any], values: dict[str, list[np.ndarray]]) -> None:
         cf = {"chunk_index": entry["chunk_index"], "file_index": entry["file_index"]}
         record = L.read_json(self.root / L.SHARD_RECORD_PATH.format(**cf))
         n = entry["frame_to"] - entry["frame_from"]
@@ -224,7 +227,7 @@ class Committer:
             self._stats.add_histogram(L.video_key(cam), np.asarray(hist), n)
         table = pq.read_table(self.root / L.DATA_PATH.format(**cf))
         for name in table.column_names:
-            self._stats.add_values(name, column_values(table.column(name)))
+            values.setdefault(name, []).append(column_values(table.column(name)))
 
     # ------------------------------------------------------------------ commit
     def commit(self, staged: StagedShard) -> dict[str, Any]:
