@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -25,6 +26,9 @@ import av
 import numpy as np
 
 logger = logging.getLogger(__name__)
+
+# SVT-AV1 prints a multi-line banner per encoder to stderr; keep only its errors unless the user asks.
+os.environ.setdefault("SVT_LOG", "1")
 
 __all__ = [
     "DEPTH_CODEC",
