@@ -291,7 +291,8 @@ def _validate_camera(chk: _Checker, cam_name: str, cam: Any, n: int | None) -> N
             chk.array(f"{p}.depth", cam.depth, shape=(n, *hw), kinds="u", dtype=np.dtype(np.uint16))
     k = chk.array(f"{p}.intrinsics", cam.intrinsics, shape=(3, 3), kinds="f")
     if k is not None and np.all(np.isfinite(k)) and (k[0, 0] <= 0 or k[1, 1] <= 0):
-        chk.problems.append(f"{p}.intrinsics: fx and fy must be positive, got fx={k[0, 0].item()!r} fy={k[1, 1].item()!r}")
+        fx, fy = k[0, 0].item(), k[1, 1].item()
+        chk.problems.append(f"{p}.intrinsics: fx and fy must be positive, got fx={fx!r} fy={fy!r}")
     chk.array(f"{p}.distortion", cam.distortion, shape=(5,), kinds="f")
     pose = cam.pose
     if isinstance(pose, np.ndarray) and pose.ndim == 3:

@@ -54,7 +54,8 @@ def test_round_trip_across_shards(written):
 def test_shards_share_numbering_and_timestamps(written):
     root, eps = written
     ledger = [json.loads(line) for line in (root / "meta/raygen/ledger.jsonl").read_text().splitlines()]
-    assert [(e["chunk_index"], e["file_index"], len(e["episodes"])) for e in ledger] == [(0, 0, 3), (0, 1, 3), (0, 2, 1)]
+    got = [(e["chunk_index"], e["file_index"], len(e["episodes"])) for e in ledger]
+    assert got == [(0, 0, 3), (0, 1, 3), (0, 2, 1)]
     meta = pq.read_table(sorted((root / "meta/episodes").rglob("*.parquet"))).to_pylist()
     assert [m["episode_index"] for m in meta] == list(range(7))
     for m in meta:
