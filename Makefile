@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 RUNTIME := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint bench clean
+.PHONY: demo test test-slow lerobot-venv lint bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test: $(STAMP)
 ## test-slow: the slower checks too (run before stopping)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m "not gpu"
+
+## lerobot-venv: a CPU-only lerobot 0.4.4 at /tmp/lerobot-venv, used by the slow compat tests
+lerobot-venv:
+	VENV=/tmp/lerobot-venv bash tools/lerobot_venv.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check raygen tests

@@ -17,13 +17,10 @@ import numpy as np
 
 from raygen.datasets._stats import image_histogram
 from raygen.datasets._video import VideoSettings, encode_depth, encode_rgb
-from raygen.datasets.episode import Episode, validate_episode
+from raygen.datasets.episode import CAMERA_POSE, GRIPPER_OPENING, GRIPPER_POSE, Episode, validate_episode
 
 __all__ = ["EncodedEpisode", "FeatureSpec", "encode_episode"]
 
-GRIPPER_POSE = "observation.gripper.pose"
-GRIPPER_OPENING = "observation.gripper.opening"
-CAMERA_POSE = "observation.cameras.{camera}.pose"
 IMAGE_STATS_STRIDE = 3
 """Image statistics count every pixel of frames 0, 3, 6, ... of each episode (LeRobot samples frames too).
 The same stride everywhere keeps the merged statistics exactly those of that subset of the dataset."""

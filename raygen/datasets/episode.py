@@ -35,6 +35,17 @@ __all__ = [
     "validate_episode",
 ]
 
+# Data-parquet columns the writer derives from every episode. They sit outside the "observation." and
+# "action" prefixes on purpose: LeRobot turns every "observation.*" feature into a policy input.
+GRIPPER_POSE = "gripper.pose"
+GRIPPER_OPENING = "gripper.opening"
+CAMERA_POSE = "cameras.{camera}.pose"
+RESERVED_COLUMNS = frozenset(
+    {"observation.state", "action", "timestamp", "frame_index", "episode_index", "index", "task_index",
+     GRIPPER_POSE, GRIPPER_OPENING}
+)
+_CAMERA_POSE_RE = re.compile(r"^cameras\.[A-Za-z0-9_]+\.pose$")
+
 _NAME_RE = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
 _CAMERA_RE = re.compile(r"^[A-Za-z0-9_]+$")
 _META_SCALAR = (str, int, float, bool, type(None))
@@ -253,6 +264,8 @@ def validate_episode(
             label = f"frame_features[{fname!r}]"
             if not isinstance(fname, str) or not _NAME_RE.match(fname):
                 chk.problems.append(f"{label}: name must be dotted identifiers like 'tracks2d.cam_high'")
+            elif fname in RESERVED_COLUMNS or _CAMERA_POSE_RE.match(fname) or fname.startswith("observation.images."):
+                chk.problems.append(f"{label}: the name is taken by a column the writer makes; choose another")
             if isinstance(arr, np.ndarray) and arr.ndim >= 1:
                 chk.array(label, arr, shape=(n,) + (None,) * (arr.ndim - 1), kinds="fiub")
             else:

@@ -22,8 +22,7 @@ import pyarrow.parquet as pq
 from raygen.datasets import _layout as L
 from raygen.datasets._arrow import column_values
 from raygen.datasets._video import decode_window
-from raygen.datasets.encode import CAMERA_POSE, GRIPPER_OPENING, GRIPPER_POSE
-from raygen.datasets.episode import CameraFrames, Episode
+from raygen.datasets.episode import CAMERA_POSE, GRIPPER_OPENING, GRIPPER_POSE, CameraFrames, Episode
 
 __all__ = ["DatasetReader"]
 

@@ -86,3 +86,14 @@ def test_episode_rows_travel_through_ray_data():
             _assert_same(ep, episode_from_row(row))
     finally:
         ray.shutdown()
+
+
+def test_frame_feature_names_cannot_shadow_writer_columns():
+    ep = synthetic_episode(4, frames=5, height=16, width=16)
+    ep.frame_features["gripper.pose"] = np.zeros((5, 16), np.float32)
+    ep.frame_features["cameras.cam_high.pose"] = np.zeros((5, 16), np.float32)
+    ep.frame_features["tracks 3d"] = np.zeros((5, 3), np.float32)
+    with pytest.raises(EpisodeValidationError) as err:
+        validate_episode(ep)
+    assert sum("is taken by a column the writer makes" in p for p in err.value.problems) == 2
+    assert any("frame_features['tracks 3d']: name must be dotted identifiers" in p for p in err.value.problems)
