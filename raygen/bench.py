@@ -73,7 +73,7 @@ def bench_writer(
     size: int = 256,
     video: VideoSettings | None = None,
     encode_workers: int = 4,
-    repeats: int = 2,
+    repeats: int = 3,
 ) -> WriterBench:
     """Time the dataset writer against a bare PyAV encode loop on the same synthetic episodes."""
     video = video or VideoSettings()

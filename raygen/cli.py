@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     bw.add_argument("--codec", default="libsvtav1", help="RGB encoder (libsvtav1, libx264, ...)")
     bw.add_argument("--preset", default=None, help="encoder preset (default: the encoder's own)")
     bw.add_argument("--encode-workers", type=int, default=4, help="writer threads encoding one episode's streams")
-    bw.add_argument("--repeats", type=int, default=2, help="timed runs of each; the best is reported")
+    bw.add_argument("--repeats", type=int, default=3, help="timed runs of each; the best is reported")
     bw.set_defaults(func=_cmd_bench_writer)
 
     d = sub.add_parser("demo", help="write a small synthetic dataset through the real writer and verify it")

@@ -31,10 +31,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from raygen import __version__
 from raygen.datasets import _layout as L
 from raygen.datasets._arrow import column_values
 from raygen.datasets._stats import STAT_KEYS, StatsAccumulator, numeric_stats
-from raygen.datasets._video import DEPTH_CODEC, DEPTH_PIX_FMT
+from raygen.datasets._video import DEPTH_CODEC, DEPTH_PIX_FMT, VideoSettings
 from raygen.datasets.encode import IMAGE_STATS_STRIDE, FeatureSpec
 from raygen.datasets.shard import FLOW, FRAMES, StagedShard
 
@@ -261,7 +262,7 @@ class Committer:
         ep_idx = np.repeat(np.arange(ep_from, ep_from + len(lengths), dtype=np.int64), lengths)
         task_idx = np.repeat(np.array([tasks[e["task"]] for e in manifest["episodes"]], dtype=np.int64), lengths)
         index = np.arange(fr_from, fr_from + len(ep_idx), dtype=np.int64)
-        data = self._data_table(frames, ep_idx, index, task_idx)
+        data = self._data_table(frames, ep_idx, index, task_idx, manifest["shard_id"])
         rel = L.DATA_PATH.format(**cf)
         _write_row_groups(self.root / rel, data, lengths)
         files.append(rel)
@@ -351,8 +352,6 @@ class Committer:
         fps = manifest["fps"]
         fps_out: int | float = int(fps) if float(fps).is_integer() else fps
         video = manifest["video"]
-        from raygen.datasets._video import VideoSettings
-
         codec_family = VideoSettings(**video).codec_family
         features: dict[str, Any] = {}
         for name, f in manifest["features"].items():
@@ -390,8 +389,6 @@ class Committer:
             "video_path": L.VIDEO_PATH if manifest["cameras"] else None,
             "features": features,
         }
-        from raygen import __version__
-
         self._raygen_info = {
             "raygen_version": __version__,
             "layout": _layout_of(manifest),
@@ -412,7 +409,9 @@ class Committer:
         }
         L.atomic_write_json(self.root / L.RAYGEN_INFO, self._raygen_info)
 
-    def _data_table(self, frames: pa.Table, ep_idx: np.ndarray, index: np.ndarray, task_idx: np.ndarray) -> pa.Table:
+    def _data_table(
+        self, frames: pa.Table, ep_idx: np.ndarray, index: np.ndarray, task_idx: np.ndarray, shard_id: str
+    ) -> pa.Table:
         user = [c for c in frames.column_names if c not in DEFAULT_COLUMNS]
         cols = [frames.column(c) for c in user] + [
             frames.column("timestamp"),
@@ -425,7 +424,7 @@ class Committer:
         fields = [pa.field(n, c.type) for n, c in zip(names, cols)]
         hf = {
             "info": {"features": {f.name: _hf_feature(f.type) for f in fields}},
-            "fingerprint": hashlib.sha256(str(index[:1]).encode() + bytes(str(len(index)), "ascii")).hexdigest()[:16],
+            "fingerprint": hashlib.sha256(shard_id.encode()).hexdigest()[:16],
         }
         schema = pa.schema(fields, metadata={b"huggingface": json.dumps(hf).encode()})
         return pa.Table.from_arrays(cols, schema=schema)

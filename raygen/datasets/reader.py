@@ -11,6 +11,7 @@ as the contract describes it; RGB comes back within codec tolerance.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -46,12 +47,13 @@ class DatasetReader:
         self.raygen_info = L.read_json(self.root / L.RAYGEN_INFO)
         files = sorted((self.root / "meta" / "episodes").rglob("*.parquet"))
         self.episodes = pq.read_table(files).sort_by("episode_index") if files else None
-        keys: list[str] = []
-        n = 0 if self.episodes is None else self.episodes.num_rows
         self._record_cache: dict[tuple[int, int], dict[str, Any]] = {}
-        for i in range(n):
-            rec = self._record(i)
-            keys.append(rec["episode_key"])
+        # the ledger is the authority on what is committed, in episode-index order
+        keys = [k for line in (self.root / L.LEDGER).read_text().splitlines() for k in json.loads(line)["episodes"]]
+        n = 0 if self.episodes is None else self.episodes.num_rows
+        if len(keys) != n:
+            raise ValueError(f"{self.root / L.LEDGER}: names {len(keys)} episodes, meta/episodes has {n}; "
+                             "run `raygen verify` on this dataset")
         self.keys = keys
         self._index_of = {k: i for i, k in enumerate(keys)}
 
