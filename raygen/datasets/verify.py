@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,6 +119,16 @@ def verify_dataset(root: Path | str, *, decode: bool = False) -> VerifyReport:
 # ---------------------------------------------------------------------------------------- checks
 
 
+def _read_tables(ctx: _Ctx, c: Check, folder: str) -> Iterator[tuple[str, pa.Table]]:
+    """Every parquet file under ``folder``; an unreadable one is a failure of ``c``, then skipped."""
+    for f in sorted((ctx.root / folder).rglob("*.parquet")):
+        rel = f.relative_to(ctx.root).as_posix()
+        try:
+            yield rel, pq.read_table(f)
+        except Exception as exc:
+            c.fail(f"{rel}: unreadable ({type(exc).__name__}: {exc})")
+
+
 def _check_info(ctx: _Ctx, c: Check) -> None:
     p = ctx.root / L.INFO
     if not p.exists():
@@ -161,18 +171,12 @@ def _check_episodes(ctx: _Ctx, c: Check) -> None:
     if ctx.info is None:
         c.status, c.summary = "skip", "no info.json"
         return
-    files = sorted((ctx.root / "meta" / "episodes").rglob("*.parquet"))
-    if not files:
-        c.fail("meta/episodes/: no episodes metadata files")
+    tables = list(_read_tables(ctx, c, "meta/episodes"))
+    if not tables:
+        c.fail("meta/episodes/: no readable episodes metadata files")
         return
     rows: list[dict[str, Any]] = []
-    for f in files:
-        rel = f.relative_to(ctx.root).as_posix()
-        try:
-            t = pq.read_table(f)
-        except Exception as exc:
-            c.fail(f"{rel}: unreadable ({type(exc).__name__}: {exc})")
-            continue
+    for rel, t in tables:
         pos = L.chunk_file_of(rel)
         for r in t.to_pylist():
             if pos and (r.get("meta/episodes/chunk_index"), r.get("meta/episodes/file_index")) != pos:
@@ -208,7 +212,7 @@ def _check_episodes(ctx: _Ctx, c: Check) -> None:
                 c.fail(f"episode {e}: video file {vp} does not exist")
     if ctx.info.get("total_frames") != expect_from:
         c.fail(f"{L.INFO}: total_frames = {ctx.info.get('total_frames')} but episode lengths add up to {expect_from}")
-    c.summary = f"{len(rows)} episodes in {len(files)} files"
+    c.summary = f"{len(rows)} episodes in {len(tables)} files"
 
 
 def _check_data(ctx: _Ctx, c: Check) -> None:
@@ -401,23 +405,17 @@ def _check_flow(ctx: _Ctx, c: Check) -> None:
     if ctx.raygen_info is None or not ctx.raygen_info.get("flow_path"):
         c.status, c.summary = "skip", "no flow files"
         return
-    files = sorted((ctx.root / "flow").rglob("*.parquet"))
     n_eps = len(ctx.episodes or [])
-    rows = 0
-    for f in files:
-        rel = f.relative_to(ctx.root).as_posix()
-        try:
-            t = pq.read_table(f)
-        except Exception as exc:
-            c.fail(f"{rel}: unreadable ({type(exc).__name__}: {exc})")
-            continue
+    rows = files = 0
+    for rel, t in _read_tables(ctx, c, "flow"):
+        files += 1
         ep = t.column("episode_index").to_numpy()
         if ep.size and (ep.min() < 0 or ep.max() >= n_eps):
             c.fail(f"{rel}: episode_index outside 0..{n_eps - 1}")
         if not pa.types.is_fixed_size_list(t.schema.field("flow").type):
             c.fail(f"{rel}: column 'flow' must be a fixed-size list of N*3 floats")
         rows += t.num_rows
-    c.summary = f"{len(files)} files, {rows} flow steps"
+    c.summary = f"{files} files, {rows} flow steps"
 
 
 def _check_ledger(ctx: _Ctx, c: Check) -> None:
