@@ -1,0 +1,1 @@
+"""The embedded CPU backend: pick-and-place on PyBullet (imported only inside its worker)."""

@@ -1,0 +1,287 @@
+"""PyBullet adapter for pick-and-place: pybullet_data's Franka Panda, a table, a cube or cylinder.
+
+Cameras follow OpenCV conventions (x right, y down, z forward); poses are
+camera-to-base. PyBullet's OpenGL view matrix is world -> (x right, y up,
+z backward), so OpenCV = diag(1,-1,-1) of OpenGL and the view matrix PyBullet
+needs is ``diag(1,-1,-1,1) @ inv(pose)``. Depth is the linearized depth
+buffer (distance along the optical axis) in uint16 millimetres, 0 where
+nothing was hit.
+"""
+
+from __future__ import annotations
+
+import logging
+import pkgutil
+import time
+from typing import Any
+
+import numpy as np
+
+from raygen._deps import require
+from raygen.actors.tasks.pick_place import GRIPPER_OPEN, HOME_Q, CameraImage, Scene
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["BulletPickPlace"]
+
+_ARM = list(range(7))
+_FINGERS = (9, 10)
+_HAND = 8
+_TCP = 11  # panda_grasptarget
+_GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])
+PAD_OFFSET = np.array([0.0, 0.0, 0.045])  # finger link frame -> pad centre (pybullet_data panda.urdf)
+NEAR, FAR = 0.02, 4.0
+
+
+def _look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """Camera-to-world pose with OpenCV axes looking from ``eye`` at ``target``."""
+    z = target - eye
+    z = z / np.linalg.norm(z)
+    x = np.cross(z, up)
+    x = x / np.linalg.norm(x)
+    y = np.cross(z, x)
+    pose = np.eye(4)
+    pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3] = x, y, z, eye
+    return pose
+
+
+class BulletPickPlace:
+    """One PyBullet world (DIRECT mode) that runs pick-and-place episodes."""
+
+    name = "bullet"
+    object_kinds = ("cube", "cylinder")
+    camera_names = ("cam_high", "cam_wrist")
+
+    def __init__(self, *, width: int = 128, height: int = 128, fov_deg: float = 60.0, renderer: str = "auto",
+                 fps: float = 30.0, substeps: int = 8):
+        self.p = require("pybullet", "the PyBullet backend")
+        self.version = f"pybullet {self.p.getAPIVersion()}"
+        self.width, self.height, self.fov = int(width), int(height), float(fov_deg)
+        self.fps, self.substeps = float(fps), int(substeps)
+        self.client = self.p.connect(self.p.DIRECT)
+        self.renderer_name = "tiny"
+        self._egl_plugin: int | None = None
+        self._constraint: int | None = None
+        self._scene: Scene | None = None
+        if renderer not in ("auto", "tiny", "egl"):
+            raise ValueError(f"renderer: {renderer!r} is not one of auto, tiny, egl")
+        self.render_probe: dict[str, float] = {}
+        self._choose_renderer(renderer)
+        fy = (self.height / 2) / np.tan(np.radians(self.fov) / 2)
+        self._k = np.array([[fy, 0, self.width / 2 - 0.5], [0, fy, self.height / 2 - 0.5], [0, 0, 1.0]])
+        self._proj = self.p.computeProjectionMatrixFOV(self.fov, self.width / self.height, NEAR, FAR)
+
+    # ------------------------------------------------------------------ world
+    def _build(self, scene: Scene | None) -> None:
+        p, c = self.p, self.client
+        import pybullet_data
+
+        p.resetSimulation(physicsClientId=c)
+        p.setAdditionalSearchPath(pybullet_data.getDataPath(), physicsClientId=c)
+        p.setGravity(0, 0, -9.81, physicsClientId=c)
+        p.setTimeStep(1.0 / (self.fps * self.substeps), physicsClientId=c)
+        p.loadURDF("plane.urdf", [0, 0, -0.75], physicsClientId=c)
+        table_half = [0.45, 0.6, 0.375]
+        self.table = p.createMultiBody(
+            0, p.createCollisionShape(p.GEOM_BOX, halfExtents=table_half, physicsClientId=c),
+            p.createVisualShape(p.GEOM_BOX, halfExtents=table_half, rgbaColor=[0.62, 0.48, 0.33, 1], physicsClientId=c),
+            basePosition=[0.45, 0, -0.375], physicsClientId=c)
+        self.robot = p.loadURDF("franka_panda/panda.urdf", [0, 0, 0], useFixedBase=True,
+                                flags=p.URDF_USE_SELF_COLLISION_EXCLUDE_PARENT, physicsClientId=c)
+        for j, q in zip(_ARM, HOME_Q):
+            p.resetJointState(self.robot, j, q, physicsClientId=c)
+        for j in _FINGERS:
+            p.resetJointState(self.robot, j, GRIPPER_OPEN, physicsClientId=c)
+        self.obj = None
+        if scene is None:
+            return
+        s = scene.object_size
+        if scene.object_kind == "cylinder":
+            col = p.createCollisionShape(p.GEOM_CYLINDER, radius=s / 2, height=s, physicsClientId=c)
+            vis = p.createVisualShape(p.GEOM_CYLINDER, radius=s / 2, length=s, rgbaColor=scene.rgba, physicsClientId=c)
+        else:
+            col = p.createCollisionShape(p.GEOM_BOX, halfExtents=[s / 2] * 3, physicsClientId=c)
+            vis = p.createVisualShape(p.GEOM_BOX, halfExtents=[s / 2] * 3, rgbaColor=scene.rgba, physicsClientId=c)
+        self.obj = p.createMultiBody(0.08, col, vis, basePosition=[*scene.object_xy, s / 2 + 1e-4],
+                                     physicsClientId=c)
+        p.changeDynamics(self.obj, -1, lateralFriction=1.5, spinningFriction=0.01, physicsClientId=c)
+        marker = p.createVisualShape(p.GEOM_CYLINDER, radius=0.035, length=0.001, rgbaColor=[0.1, 0.8, 0.3, 1],
+                                     physicsClientId=c)
+        p.createMultiBody(0, -1, marker, basePosition=[*scene.place_xy, 0.0006], physicsClientId=c)
+
+    def _choose_renderer(self, wanted: str) -> None:
+        """tiny (CPU rasterizer) or the EGL plugin (GPU, or Mesa's llvmpipe): 'auto' times both here.
+
+        EGL is timed on a throwaway client: a plugin unloaded from a client leaves its renderer stale.
+        """
+        main = self.client
+        self._build(None)
+        if wanted in ("auto", "tiny"):
+            self.render_probe["tiny_s"] = self._time_render()
+        if wanted in ("auto", "egl"):
+            self.client = self.p.connect(self.p.DIRECT)
+            try:
+                self._load_egl()
+                self._build(None)  # bodies must be created after the plugin loads to be drawn by it
+                self.render_probe["egl_s"] = self._time_render(check_blank=True)
+            except RuntimeError as exc:
+                logger.info("EGL rendering unavailable: %s", exc)
+                if wanted == "egl":
+                    raise
+            finally:
+                self.p.disconnect(physicsClientId=self.client)
+                self.client, self._egl_plugin = main, None
+        if "egl_s" in self.render_probe and self.render_probe["egl_s"] < self.render_probe.get("tiny_s", np.inf):
+            self.renderer_name = "egl"
+            self._load_egl()
+        logger.info("renderer %s at %dx%d (probe ms: %s)", self.renderer_name, self.width, self.height,
+                    {k: round(v * 1000, 1) for k, v in self.render_probe.items()})
+
+    def _load_egl(self) -> None:
+        loader = pkgutil.get_loader("eglRenderer")
+        if loader is None:
+            raise RuntimeError("PyBullet's eglRenderer plugin is not installed")
+        plugin = self.p.loadPlugin(loader.get_filename(), "_eglRendererPlugin", physicsClientId=self.client)
+        if plugin < 0:
+            raise RuntimeError("the eglRenderer plugin did not load")
+        self._egl_plugin = plugin
+
+    def _time_render(self, check_blank: bool = False, n: int = 3) -> float:
+        pose = _look_at(np.array([1.1, 0.0, 0.8]), np.array([0.4, 0.0, 0.0]), np.array([0.0, 0.0, 1.0]))
+        proj = self.p.computeProjectionMatrixFOV(self.fov, self.width / self.height, NEAR, FAR)
+        self._raw_image(pose, proj)  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(n):
+            _, depth = self._raw_image(pose, proj)
+        dt = (time.perf_counter() - t0) / n
+        if check_blank and np.all(depth >= 0.9999):
+            raise RuntimeError("the EGL renderer returned an empty depth buffer")
+        return dt
+
+    def _raw_image(self, pose: np.ndarray, proj: Any) -> tuple[np.ndarray, np.ndarray]:
+        view = (_GL_TO_CV @ np.linalg.inv(pose)).T.reshape(-1).tolist()  # column-major for OpenGL
+        renderer = self.p.ER_BULLET_HARDWARE_OPENGL if self._egl_plugin is not None else self.p.ER_TINY_RENDERER
+        _, _, rgba, depth, _ = self.p.getCameraImage(self.width, self.height, view, proj, renderer=renderer,
+                                                     flags=self.p.ER_NO_SEGMENTATION_MASK,
+                                                     physicsClientId=self.client)
+        rgba = np.asarray(rgba, dtype=np.uint8).reshape(self.height, self.width, 4)
+        return rgba[..., :3], np.asarray(depth, dtype=np.float32).reshape(self.height, self.width)
+
+    # ------------------------------------------------------------------ PickPlaceSim
+    def reset(self, scene: Scene) -> None:
+        self._constraint = None
+        self._scene = scene
+        self._build(scene)
+
+    def ik(self, target_xyz: np.ndarray, q_seed: np.ndarray) -> np.ndarray | None:
+        p, c = self.p, self.client
+        down = p.getQuaternionFromEuler([np.pi, 0.0, 0.0])
+        saved = [p.getJointState(self.robot, j, physicsClientId=c)[0] for j in _ARM]
+        for j, q in zip(_ARM, q_seed):
+            p.resetJointState(self.robot, j, q, physicsClientId=c)
+        sol = p.calculateInverseKinematics(self.robot, _TCP, list(target_xyz), down, maxNumIterations=200,
+                                           residualThreshold=1e-5, physicsClientId=c)
+        q = np.asarray(sol[:7])
+        for j, v in zip(_ARM, q):
+            p.resetJointState(self.robot, j, v, physicsClientId=c)
+        err = np.linalg.norm(np.asarray(p.getLinkState(self.robot, _TCP, computeForwardKinematics=True,
+                                                       physicsClientId=c)[4]) - target_xyz)
+        for j, v in zip(_ARM, saved):
+            p.resetJointState(self.robot, j, v, physicsClientId=c)
+        return q if err < 0.005 else None
+
+    def step(self, q_target: np.ndarray, gripper_target: float) -> None:
+        p, c = self.p, self.client
+        p.setJointMotorControlArray(self.robot, _ARM, p.POSITION_CONTROL, targetPositions=list(q_target),
+                                    forces=[87.0] * 4 + [12.0] * 3, positionGains=[0.3] * 7, physicsClientId=c)
+        p.setJointMotorControlArray(self.robot, list(_FINGERS), p.POSITION_CONTROL,
+                                    targetPositions=[gripper_target] * 2, forces=[40.0, 40.0], physicsClientId=c)
+        for _ in range(self.substeps):
+            p.stepSimulation(physicsClientId=c)
+
+    def joint_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        states = self.p.getJointStates(self.robot, _ARM + list(_FINGERS), physicsClientId=self.client)
+        q = np.array([s[0] for s in states])
+        qd = np.array([s[1] for s in states])
+        return q[:7], qd[:7], q[7:]
+
+    def _link_pose(self, link: int) -> np.ndarray:
+        st = self.p.getLinkState(self.robot, link, computeForwardKinematics=True, physicsClientId=self.client)
+        t = np.eye(4)
+        t[:3, :3] = np.asarray(self.p.getMatrixFromQuaternion(st[5])).reshape(3, 3)
+        t[:3, 3] = st[4]
+        return t
+
+    def flange_pose(self) -> np.ndarray:
+        return self._link_pose(7)  # panda_link8, the flange
+
+    def tcp_position(self) -> np.ndarray:
+        return self._link_pose(_TCP)[:3, 3]
+
+    def finger_pads(self) -> np.ndarray:
+        return np.stack([(self._link_pose(f) @ np.append(PAD_OFFSET, 1.0))[:3] for f in _FINGERS])
+
+    def object_position(self) -> np.ndarray:
+        return np.asarray(self.p.getBasePositionAndOrientation(self.obj, physicsClientId=self.client)[0])
+
+    def attach(self) -> None:
+        p, c = self.p, self.client
+        hand = p.getLinkState(self.robot, _HAND, physicsClientId=c)
+        obj_pos, obj_orn = p.getBasePositionAndOrientation(self.obj, physicsClientId=c)
+        inv_pos, inv_orn = p.invertTransform(hand[4], hand[5])
+        rel_pos, rel_orn = p.multiplyTransforms(inv_pos, inv_orn, obj_pos, obj_orn)
+        self._constraint = p.createConstraint(self.robot, _HAND, self.obj, -1, p.JOINT_FIXED, [0, 0, 0], rel_pos,
+                                              [0, 0, 0], parentFrameOrientation=rel_orn, physicsClientId=c)
+        p.changeConstraint(self._constraint, maxForce=200, physicsClientId=c)
+        for f in _FINGERS:  # the fixed joint holds it; fingers must not fight it
+            p.setCollisionFilterPair(self.robot, self.obj, f, -1, 0, physicsClientId=c)
+
+    def detach(self) -> None:
+        p, c = self.p, self.client
+        if self._constraint is not None:
+            p.removeConstraint(self._constraint, physicsClientId=c)
+            self._constraint = None
+        for f in _FINGERS:
+            p.setCollisionFilterPair(self.robot, self.obj, f, -1, 1, physicsClientId=c)
+
+    def camera_pose(self, camera: str) -> np.ndarray:
+        if camera == "cam_high":
+            return _look_at(np.array([1.15, 0.0, 0.85]), np.array([0.45, 0.0, 0.0]), np.array([0.0, 0.0, 1.0]))
+        hand = self._link_pose(_HAND)
+        mount = np.eye(4)  # 6 cm off the hand's x axis, looking along the fingers, tilted 15 deg towards them
+        tilt = np.radians(15)
+        mount[:3, :3] = np.array([[0, -1, 0], [1, 0, 0], [0, 0, 1]]) @ np.array(
+            [[1, 0, 0], [0, np.cos(tilt), -np.sin(tilt)], [0, np.sin(tilt), np.cos(tilt)]])
+        mount[:3, 3] = [0.06, 0.0, 0.02]
+        return hand @ mount
+
+    def render(self) -> dict[str, CameraImage]:
+        out = {}
+        for cam in self.camera_names:
+            pose = self.camera_pose(cam)
+            rgb, zbuf = self._raw_image(pose, self._proj)
+            depth_m = FAR * NEAR / (FAR - (FAR - NEAR) * zbuf)
+            mm = np.where(zbuf >= 0.99999, 0, np.round(depth_m * 1000.0)).clip(0, 65535).astype(np.uint16)
+            out[cam] = CameraImage(rgb=np.ascontiguousarray(rgb), depth_mm=mm, pose=pose)
+        return out
+
+    def intrinsics(self, camera: str) -> np.ndarray:
+        return self._k.copy()
+
+    def camera_is_moving(self, camera: str) -> bool:
+        return camera == "cam_wrist"
+
+    def gripper_geometry(self) -> dict[str, Any]:
+        return {
+            "gripper": "franka_hand", "model": "pybullet_data franka_panda/panda.urdf",
+            "flange_link": "panda_link8", "tcp_link": "panda_grasptarget",
+            "pad_offset_in_finger_frame_m": PAD_OFFSET.tolist(), "finger_links": ["panda_leftfinger",
+                                                                                  "panda_rightfinger"],
+            "tracks": ["centroid", "left_pad", "right_pad"],
+        }
+
+    def close(self) -> None:
+        try:
+            self.p.disconnect(physicsClientId=self.client)
+        except Exception:  # already gone
+            pass

@@ -1,0 +1,397 @@
+"""WorkerHost: a Ray Data callable class that hosts ONE simulator in a supervised child process.
+
+    ds.map_batches(WorkerHost, fn_constructor_kwargs={"config": HostConfig(backend="bullet")},
+                   batch_size=1, compute=ActorPoolStrategy(...), num_cpus=..., num_gpus=...)
+
+The host starts ``<python> -m raygen.actors.<backend>.worker``, waits for its
+ready handshake, sends it one episode spec at a time and reads the episode
+back from a per-host scratch folder. It restarts a child that died, kills one
+that hangs (separate start-up and episode timeouts), retries up to
+``attempts`` times, and then returns an error row instead of raising, so one
+poison episode never stops a run.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import raygen
+from raygen.actors._child import OPTIONS_ENV, PROTO_ENV
+from raygen.actors._episode_io import read_episode
+from raygen.actors.registry import worker_module
+from raygen.actors.spec import EpisodeSpec
+from raygen.datasets.episode import Episode, EpisodeValidationError, episode_to_row, validate_episode
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["HostConfig", "HostResult", "WorkerHost"]
+
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+                "VECLIB_MAXIMUM_THREADS")
+_TAIL_LINES = 40
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """How a WorkerHost runs its child."""
+
+    backend: str = "bullet"
+    """Registered backend name (bullet, isaac, ...)."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Backend options passed to the child (resolution, renderer, task parameters, ...)."""
+    python: str | None = None
+    """Interpreter for the child, e.g. Isaac Sim's python.sh; None = the host's own."""
+    worker_module: str | None = None
+    """Override the module run with ``-m`` (tests use this for a fault-injecting backend)."""
+    attempts: int = 3
+    """Tries per episode (a crash, hang or error counts as one) before an error row is returned."""
+    episode_timeout_s: float = 600.0
+    """A child that takes longer for one episode is killed (and the episode retried)."""
+    startup_timeout_s: float = 180.0
+    """A child that is not ready after this long is killed (Isaac Sim needs 40-90 s)."""
+    cpu_threads: int = 1
+    """Thread cap for the child's numeric libraries (OMP/MKL/OpenBLAS)."""
+    scratch_dir: str | None = None
+    """Parent folder for this host's scratch; None = the system temp folder."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra environment variables for the child."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.attempts < 1:
+            problems.append(f"attempts: must be >= 1, got {self.attempts}")
+        if self.episode_timeout_s <= 0 or self.startup_timeout_s <= 0:
+            problems.append("episode_timeout_s and startup_timeout_s must be > 0")
+        if self.cpu_threads < 1:
+            problems.append(f"cpu_threads: must be >= 1, got {self.cpu_threads}")
+        if problems:
+            raise ValueError("HostConfig: " + "; ".join(problems))
+
+
+@dataclass
+class HostResult:
+    """One spec's outcome: an episode, or why there is none."""
+
+    episode_key: str
+    episode: Episode | None = None
+    error: str = ""
+    attempts: int = 0
+    stderr_tail: str = ""
+    timing: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.episode is not None
+
+    def to_row(self) -> dict[str, Any]:
+        meta = {"error": self.error, "attempts": self.attempts, "host_timing": json.dumps(self.timing)}
+        if self.episode is not None:
+            return {**episode_to_row(self.episode), **meta, "stderr_tail": ""}
+        return {"episode_key": self.episode_key, **meta, "stderr_tail": self.stderr_tail}
+
+
+class _StartupError(RuntimeError):
+    pass
+
+
+class _ChildDied(RuntimeError):
+    pass
+
+
+class _Child:
+    """One running worker process and its two protocol pipes."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], cwd: Path, tag: list[str]):
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        env = {**env, PROTO_ENV: f"{to_child_r},{from_child_w}"}
+        self.proc = subprocess.Popen(
+            argv, env=env, cwd=cwd, pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        os.close(to_child_r)
+        os.close(from_child_w)
+        self._out = os.fdopen(to_child_w, "w", encoding="utf-8", buffering=1)
+        self._in = from_child_r
+        self._buf = b""
+        self.tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
+        self._tag = tag  # shared, mutable: the episode the host is working on
+        self._log_thread = threading.Thread(target=self._forward_logs, daemon=True)
+        self._log_thread.start()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _forward_logs(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            line = raw.decode("utf-8", "replace").rstrip()
+            self.tail.append(line)
+            logger.info("[%s pid %d] %s", self._tag[0], self.proc.pid, line)
+
+    def send(self, msg: dict[str, Any]) -> None:
+        try:
+            self._out.write(json.dumps(msg) + "\n")
+            self._out.flush()
+        except (BrokenPipeError, OSError) as exc:
+            raise _ChildDied(f"child pid {self.pid} is gone ({exc})") from exc
+
+    def recv(self, timeout: float) -> dict[str, Any] | None:
+        """Next message, or None after ``timeout`` seconds; raises _ChildDied on EOF."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            ready, _, _ = select.select([self._in], [], [], min(left, 1.0))
+            if not ready:
+                continue
+            chunk = os.read(self._in, 1 << 16)
+            if not chunk:
+                code = self.proc.wait(timeout=10)
+                raise _ChildDied(f"child pid {self.pid} exited with {_describe_exit(code)}")
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def stderr_tail(self) -> str:
+        self._log_thread.join(timeout=1.0)
+        return "\n".join(self.tail)
+
+    def kill(self) -> None:
+        _kill_group(self.proc)
+        self._close_pipes()
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        try:
+            self.send({"type": "shutdown"})
+            self.proc.wait(timeout=grace_s)
+        except (_ChildDied, subprocess.TimeoutExpired):
+            pass
+        _kill_group(self.proc)
+        self._close_pipes()
+
+    def _close_pipes(self) -> None:
+        for close in (self._out.close, lambda: os.close(self._in)):
+            try:
+                close()
+            except OSError:
+                pass
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "no exit code"
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            proc.kill()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        logger.error("child pid %d did not die after SIGKILL", proc.pid)
+
+
+def _cleanup(child_ref: list[_Child | None], scratch: Path) -> None:
+    child = child_ref[0]
+    if child is not None:
+        child.stop(grace_s=5.0)
+        child_ref[0] = None
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+class WorkerHost:
+    """Hosts one backend process; ``run(spec)`` returns a HostResult, ``__call__`` serves Ray Data."""
+
+    def __init__(self, config: HostConfig | None = None, **overrides: Any):
+        if config is None:
+            config = HostConfig(**overrides)
+        elif overrides:
+            raise TypeError("pass either config or keyword overrides, not both")
+        self.config = config
+        self.module = config.worker_module or worker_module(config.backend)
+        base = Path(config.scratch_dir) if config.scratch_dir else None
+        if base is not None:
+            base.mkdir(parents=True, exist_ok=True)
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"raygen-host-{os.getpid()}-", dir=base))
+        self._child_ref: list[_Child | None] = [None]
+        self._tag = ["-"]
+        self._starts = 0
+        self.backend_info: dict[str, Any] = {}
+        self._finalizer = weakref.finalize(self, _cleanup, self._child_ref, self.scratch)
+
+    # ------------------------------------------------------------------ child lifecycle
+    def _child_env(self, home: Path) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.config.env)
+        threads = str(self.config.cpu_threads)
+        for var in _THREAD_VARS:
+            env[var] = threads
+        for sub in ("cache", "tmp"):
+            (home / sub).mkdir(parents=True, exist_ok=True)
+        env["XDG_CACHE_HOME"] = str(home / "cache")
+        env["RAYGEN_CACHE_DIR"] = str(home / "cache")
+        env["TMPDIR"] = str(home / "tmp")
+        env[OPTIONS_ENV] = json.dumps({**self.config.options, "cpu_threads": self.config.cpu_threads})
+        # the child must import raygen even from another interpreter (Isaac Sim's python.sh)
+        root = str(Path(raygen.__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+        # Ray sets CUDA_VISIBLE_DEVICES in the actor; the child inherits exactly that GPU
+        return env
+
+    def _start_child(self) -> _Child:
+        self._starts += 1
+        home = self.scratch / f"child-{self._starts}"
+        home.mkdir(parents=True, exist_ok=True)
+        argv = [self.config.python or sys.executable, "-m", self.module]
+        child = _Child(argv, self._child_env(home), home, self._tag)
+        logger.info("started %s worker pid %d (%s)", self.config.backend, child.pid, " ".join(argv))
+        try:
+            msg = child.recv(self.config.startup_timeout_s)
+        except _ChildDied as exc:
+            raise _StartupError(f"{exc} during start-up:\n{child.stderr_tail()}") from None
+        if msg is None:
+            tail = child.stderr_tail()
+            child.kill()
+            raise _StartupError(f"not ready after {self.config.startup_timeout_s:.0f} s (start-up timeout); "
+                                f"killed pid {child.pid}\n{tail}")
+        if msg.get("type") == "fatal":
+            child.stop(grace_s=2.0)
+            raise _StartupError(f"backend failed to start: {msg.get('error')}")
+        if msg.get("type") != "ready":
+            child.kill()
+            raise _StartupError(f"expected a ready handshake, got {msg!r}")
+        self.backend_info = {k: msg.get(k) for k in ("backend", "version", "capabilities", "pid")}
+        return child
+
+    @property
+    def child_pid(self) -> int | None:
+        child = self._child_ref[0]
+        return child.pid if child is not None else None
+
+    def close(self) -> None:
+        """Shut the child down cleanly and delete scratch; safe to call twice."""
+        self._finalizer()
+
+    def __del__(self) -> None:
+        finalizer = getattr(self, "_finalizer", None)
+        if finalizer is not None:
+            finalizer()
+
+    # ------------------------------------------------------------------ episodes
+    def run(self, spec: EpisodeSpec) -> HostResult:
+        """Generate one episode, retrying crashes, hangs and errors; never raises for a bad episode."""
+        key = spec.episode_key
+        self._tag[0] = key
+        result = HostResult(episode_key=key)
+        t_start = time.perf_counter()
+        try:
+            for attempt in range(1, self.config.attempts + 1):
+                result.attempts = attempt
+                error = self._attempt(spec, attempt, result)
+                if error is None:
+                    result.error = ""
+                    return result
+                result.error = error
+                if attempt < self.config.attempts:
+                    logger.warning("episode %s failed (attempt %d/%d), retrying: %s", key, attempt,
+                                   self.config.attempts, error.splitlines()[0])
+            logger.error("episode %s failed %d times; returning an error row: %s", key, result.attempts,
+                         result.error.splitlines()[0])
+            return result
+        finally:
+            result.timing["host_total_s"] = time.perf_counter() - t_start
+            self._tag[0] = "-"
+
+    def _attempt(self, spec: EpisodeSpec, attempt: int, result: HostResult) -> str | None:
+        """One try; returns None on success (result filled in) or the error text."""
+        child = self._child_ref[0]
+        if child is None:
+            try:
+                child = self._child_ref[0] = self._start_child()
+            except _StartupError as exc:
+                return f"start-up failed: {exc}"
+        out_dir = self.scratch / "episodes" / f"{spec.episode_key}-a{attempt}"
+        shutil.rmtree(out_dir, ignore_errors=True)
+        try:
+            child.send({"type": "episode", "spec": spec.to_dict(), "out_dir": str(out_dir)})
+            msg = child.recv(self.config.episode_timeout_s)
+        except _ChildDied as exc:
+            self._child_ref[0] = None
+            result.stderr_tail = child.stderr_tail()
+            shutil.rmtree(out_dir, ignore_errors=True)
+            return f"{exc} during episode {spec.episode_key}"
+        if msg is None:
+            result.stderr_tail = child.stderr_tail()
+            child.kill()
+            self._child_ref[0] = None
+            shutil.rmtree(out_dir, ignore_errors=True)
+            return f"episode timeout: no result after {self.config.episode_timeout_s:.0f} s; killed pid {child.pid}"
+        if msg.get("type") == "error":
+            result.stderr_tail = child.stderr_tail()
+            shutil.rmtree(out_dir, ignore_errors=True)
+            return f"{msg.get('error')}\n{msg.get('traceback', '')}".strip()
+        t0 = time.perf_counter()
+        try:
+            episode = read_episode(out_dir)
+        finally:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        result.timing.update(msg.get("timing", {}))
+        result.timing["read_s"] = time.perf_counter() - t0
+        if episode.episode_key != spec.episode_key:
+            return f"the backend returned episode {episode.episode_key!r} for spec {spec.episode_key!r}"
+        try:
+            validate_episode(episode)
+        except EpisodeValidationError as exc:
+            return str(exc)
+        result.episode = episode
+        return None
+
+    # ------------------------------------------------------------------ Ray Data
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """One batch of specs (columns source, seed, index, params) -> one batch of episode/error rows."""
+        n = len(batch["index"])
+        rows = []
+        for i in range(n):
+            spec = EpisodeSpec.from_dict({k: _scalar(batch[k][i]) for k in ("source", "seed", "index", "params")})
+            rows.append(self.run(spec).to_row())
+        keys = list(dict.fromkeys(k for r in rows for k in r))
+        return {k: _column([r.get(k) for r in rows]) for k in keys}
+
+
+def _scalar(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _column(values: list[Any]) -> Any:
+    if all(isinstance(v, np.ndarray) for v in values) and len({v.shape for v in values}) == 1:
+        return np.stack(values)
+    return values

@@ -1,0 +1,374 @@
+"""Pick-and-place, simulator-agnostic: scene randomization, waypoints, schedule, success, the episode.
+
+A simulator adapts the task by implementing :class:`PickPlaceSim` (reset a
+scene, inverse kinematics, one control frame, read state, attach/detach,
+render); :func:`run_pick_place` does the rest, identically for PyBullet and
+Isaac Sim. Imports numpy and the standard library only.
+
+The robot base is at the origin of the world, the table top at z = 0.
+Phases: HOME -> APPROACH_PICK -> DOWN_PICK -> CLOSE_GRIPPER -> LIFT ->
+MOVE_TO_PLACE -> DOWN_PLACE -> OPEN_GRIPPER -> RETRACT -> HOME, each
+transition ``steps_per_segment`` frames (9 x 30 = 270 frames by default).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Protocol
+
+import numpy as np
+
+from raygen.actors.spec import EpisodeSpec
+from raygen.datasets.episode import CameraFrames, Episode
+
+__all__ = [
+    "GRIPPER_CLOSED",
+    "GRIPPER_OPEN",
+    "HOME_Q",
+    "PHASES",
+    "PickPlaceParams",
+    "PickPlaceSim",
+    "Scene",
+    "panda_fk",
+    "panda_ik",
+    "run_pick_place",
+    "sample_scene",
+]
+
+PHASES = ("HOME", "APPROACH_PICK", "DOWN_PICK", "CLOSE_GRIPPER", "LIFT", "MOVE_TO_PLACE", "DOWN_PLACE",
+          "OPEN_GRIPPER", "RETRACT", "HOME")
+GRIPPER_OPEN = 0.04
+GRIPPER_CLOSED = 0.0
+HOME_Q = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
+Q_LOWER = np.array([-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -0.0175, -2.8973])
+Q_UPPER = np.array([2.8973, 1.7628, 2.8973, -0.0698, 2.8973, 3.7525, 2.8973])
+COLOURS = {
+    "red": (0.85, 0.1, 0.1, 1.0), "green": (0.1, 0.7, 0.2, 1.0), "blue": (0.1, 0.25, 0.9, 1.0),
+    "yellow": (0.95, 0.85, 0.1, 1.0), "orange": (0.95, 0.5, 0.1, 1.0), "purple": (0.6, 0.2, 0.75, 1.0),
+}
+# Waypoints where the hand must be precise get noise on the wrist roll only (it does not move the grasp point).
+_PRECISE = {"DOWN_PICK", "CLOSE_GRIPPER", "DOWN_PLACE", "OPEN_GRIPPER"}
+
+
+@dataclass(frozen=True)
+class PickPlaceParams:
+    """Task parameters (spec params override them by name)."""
+
+    steps_per_segment: int = 30
+    """Frames per phase transition."""
+    fps: float = 30.0
+    x_range: tuple[float, float] = (0.3, 0.7)
+    """Object and place spot x range in front of the robot, metres."""
+    y_range: tuple[float, float] = (-0.3, 0.3)
+    min_place_distance: float = 0.10
+    """The place spot is at least this far (xy) from the object."""
+    joint_noise: float = 0.05
+    """Uniform noise (+-rad) added to waypoint joints (wrist roll only at the precise waypoints)."""
+    approach_height: float = 0.12
+    """Hand height above the object top when approaching and lifting, metres."""
+    lift_height: float = 0.20
+    place_clearance: float = 0.01
+    """Gap under the object when it is released."""
+    grasp_xy_tol: float = 0.08
+    grasp_z_tol: float = 0.15
+    success_radius: float = 0.05
+    home_tol_rad: float = 0.15
+    object_size: tuple[float, float] = (0.04, 0.055)
+    """Edge length (cube) or diameter/height (cylinder), metres."""
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any], *, where: str = "task") -> PickPlaceParams:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"{where}: unknown parameter(s) {unknown}; known: {sorted(known)}")
+        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+        params = cls(**kw)
+        if params.steps_per_segment < 2:
+            raise ValueError(f"{where}.steps_per_segment: must be >= 2, got {params.steps_per_segment}")
+        return params
+
+    @property
+    def frames(self) -> int:
+        return (len(PHASES) - 1) * self.steps_per_segment
+
+
+@dataclass(frozen=True)
+class Scene:
+    object_xy: tuple[float, float]
+    place_xy: tuple[float, float]
+    object_size: float
+    object_kind: str
+    colour_name: str
+    rgba: tuple[float, float, float, float]
+
+    @property
+    def task(self) -> str:
+        return f"pick the {self.colour_name} {self.object_kind} and place it on the target"
+
+
+def sample_scene(rng: np.random.Generator, params: PickPlaceParams, kinds: tuple[str, ...] = ("cube",)) -> Scene:
+    """Random object and place spot (at least min_place_distance apart), colour and kind."""
+    obj = rng.uniform([params.x_range[0], params.y_range[0]], [params.x_range[1], params.y_range[1]])
+    for _ in range(1000):
+        place = rng.uniform([params.x_range[0], params.y_range[0]], [params.x_range[1], params.y_range[1]])
+        if np.linalg.norm(place - obj) >= params.min_place_distance:
+            break
+    colour = list(COLOURS)[int(rng.integers(len(COLOURS)))]
+    kind = kinds[int(rng.integers(len(kinds)))]
+    size = float(rng.uniform(*params.object_size))
+    return Scene(tuple(obj.tolist()), tuple(place.tolist()), size, kind, colour, COLOURS[colour])
+
+
+# ----------------------------------------------------------------------------- kinematics (fallback IK)
+
+# Franka Panda, modified DH (Craig): a, d, alpha per joint, then the flange and the hand's TCP.
+_DH = np.array([[0, 0.333, 0], [0, 0, -np.pi / 2], [0, 0.316, np.pi / 2], [0.0825, 0, np.pi / 2],
+                [-0.0825, 0.384, -np.pi / 2], [0, 0, np.pi / 2], [0.088, 0, np.pi / 2]])
+FLANGE_D = 0.107
+TCP_D = 0.1034  # flange -> between the fingertips, along the tool axis
+
+
+def _dh(a: float, d: float, alpha: float, theta: float) -> np.ndarray:
+    ca, sa, ct, st = np.cos(alpha), np.sin(alpha), np.cos(theta), np.sin(theta)
+    return np.array([[ct, -st, 0, a], [st * ca, ct * ca, -sa, -d * sa], [st * sa, ct * sa, ca, d * ca], [0, 0, 0, 1]])
+
+
+def panda_fk(q: np.ndarray, tcp: bool = True) -> np.ndarray:
+    """4x4 pose of the Panda flange (tcp=False) or of the TCP between the fingertips, in the base frame."""
+    t = np.eye(4)
+    for (a, d, alpha), theta in zip(_DH, q):
+        t = t @ _dh(a, d, alpha, theta)
+    t = t @ _dh(0, FLANGE_D, 0, 0)
+    if tcp:
+        t = t @ _dh(0, TCP_D, 0, -np.pi / 4)
+    return t
+
+
+def panda_ik(target_xyz: np.ndarray, q_seed: np.ndarray, iters: int = 300, tol: float = 1e-3) -> np.ndarray | None:
+    """Damped least-squares IK on the DH model: TCP at ``target_xyz`` pointing straight down.
+
+    The fallback when a simulator's own IK misses; returns None if it does not converge within ``tol``.
+    """
+    q = np.array(q_seed, dtype=np.float64)
+    down = np.array([0.0, 0.0, -1.0])
+    for _ in range(iters):
+        t = panda_fk(q)
+        err = np.concatenate([target_xyz - t[:3, 3], np.cross(t[:3, 2], down)])
+        if np.linalg.norm(err[:3]) < tol and np.linalg.norm(err[3:]) < 1e-2:
+            return q
+        jac = np.zeros((6, 7))
+        for j in range(7):
+            dq = np.zeros(7)
+            dq[j] = 1e-6
+            tj = panda_fk(q + dq)
+            jac[:3, j] = (tj[:3, 3] - t[:3, 3]) / 1e-6
+            jac[3:, j] = (np.cross(tj[:3, 2], down) - np.cross(t[:3, 2], down)) / 1e-6
+        step = jac.T @ np.linalg.solve(jac @ jac.T + 1e-4 * np.eye(6), err)
+        q = np.clip(q + step, Q_LOWER, Q_UPPER)
+    return None
+
+
+# ----------------------------------------------------------------------------- the simulator adapter
+
+
+@dataclass
+class CameraImage:
+    rgb: np.ndarray  # [H,W,3] uint8
+    depth_mm: np.ndarray  # [H,W] uint16, 0 = invalid
+    pose: np.ndarray  # [4,4] camera-to-base, OpenCV axes
+
+
+class PickPlaceSim(Protocol):
+    """What a simulator provides to run pick-and-place."""
+
+    name: str
+    version: str
+    object_kinds: tuple[str, ...]
+    camera_names: tuple[str, ...]
+
+    def reset(self, scene: Scene) -> None: ...
+    def ik(self, target_xyz: np.ndarray, q_seed: np.ndarray) -> np.ndarray | None: ...
+    def step(self, q_target: np.ndarray, gripper_target: float) -> None: ...
+    def joint_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...  # q[7], qd[7], fingers[2]
+    def flange_pose(self) -> np.ndarray: ...  # [4,4]
+    def tcp_position(self) -> np.ndarray: ...  # [3]
+    def finger_pads(self) -> np.ndarray: ...  # [2,3] left, right pad centres
+    def object_position(self) -> np.ndarray: ...  # [3]
+    def attach(self) -> None: ...
+    def detach(self) -> None: ...
+    def render(self) -> dict[str, CameraImage]: ...
+    def intrinsics(self, camera: str) -> np.ndarray: ...
+    def camera_is_moving(self, camera: str) -> bool: ...
+    def gripper_geometry(self) -> dict[str, Any]: ...
+
+
+def _quat_wxyz(r: np.ndarray) -> np.ndarray:
+    """Rotation matrix -> unit quaternion (w, x, y, z) with w >= 0."""
+    m = r
+    tr = m[0, 0] + m[1, 1] + m[2, 2]
+    if tr > 0:
+        s = np.sqrt(tr + 1.0) * 2
+        q = [0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s]
+    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
+        s = np.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2]) * 2
+        q = [(m[2, 1] - m[1, 2]) / s, 0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s]
+    elif m[1, 1] > m[2, 2]:
+        s = np.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2]) * 2
+        q = [(m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s]
+    else:
+        s = np.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1]) * 2
+        q = [(m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s]
+    q = np.asarray(q)
+    q /= np.linalg.norm(q)
+    return q if q[0] >= 0 else -q
+
+
+def _cartesian_plan(scene: Scene, params: PickPlaceParams) -> list[tuple[str, np.ndarray | None, float]]:
+    """(phase, TCP target or None for HOME, gripper target) for each waypoint."""
+    ox, oy = scene.object_xy
+    px, py = scene.place_xy
+    grasp_z = max(scene.object_size / 2, 0.015)
+    above_obj = scene.object_size + params.approach_height
+    carry_z = max(params.lift_height, above_obj)
+    place_z = scene.object_size / 2 + params.place_clearance
+    o, c = GRIPPER_OPEN, GRIPPER_CLOSED
+    return [
+        ("HOME", None, o),
+        ("APPROACH_PICK", np.array([ox, oy, above_obj]), o),
+        ("DOWN_PICK", np.array([ox, oy, grasp_z]), o),
+        ("CLOSE_GRIPPER", np.array([ox, oy, grasp_z]), c),
+        ("LIFT", np.array([ox, oy, carry_z]), c),
+        ("MOVE_TO_PLACE", np.array([px, py, carry_z]), c),
+        ("DOWN_PLACE", np.array([px, py, place_z]), c),
+        ("OPEN_GRIPPER", np.array([px, py, place_z]), o),
+        ("RETRACT", np.array([px, py, carry_z]), o),
+        ("HOME", None, o),
+    ]
+
+
+def _solve(sim: PickPlaceSim, plan: list, rng: np.random.Generator, params: PickPlaceParams) -> tuple[np.ndarray, int]:
+    """Joint waypoints [10,7] by the simulator's IK (DH fallback), plus noise; returns (q, fallbacks)."""
+    qs, fallbacks, seed = [], 0, HOME_Q.copy()
+    for phase, target, _ in plan:
+        if target is None:
+            q = HOME_Q.copy()
+        else:
+            q = sim.ik(target, seed)
+            if q is None:
+                fallbacks += 1
+                q = panda_ik(target, seed)
+            if q is None:
+                raise RuntimeError(f"no IK solution for {phase} at {np.round(target, 3).tolist()}")
+        seed = q
+        noise = rng.uniform(-params.joint_noise, params.joint_noise, 7)
+        if phase in _PRECISE:
+            noise[:6] = 0.0
+        if phase == "HOME" and len(qs) == 0:
+            noise[:] = 0.0  # start exactly at home
+        qs.append(np.clip(q + noise, Q_LOWER, Q_UPPER))
+    return np.asarray(qs), fallbacks
+
+
+def _schedule(q_way: np.ndarray, grip: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-frame joint targets [T,7], gripper targets [T] and phase index [T] (smooth cosine easing)."""
+    n_seg = len(q_way) - 1
+    alpha = (1 - np.cos(np.pi * np.arange(1, steps + 1) / steps)) / 2
+    q = np.concatenate([q_way[s] + alpha[:, None] * (q_way[s + 1] - q_way[s]) for s in range(n_seg)])
+    g = np.repeat(grip[1:], steps)
+    phase = np.repeat(np.arange(1, n_seg + 1), steps)
+    return q, g, phase
+
+
+def run_pick_place(sim: PickPlaceSim, spec: EpisodeSpec, params: PickPlaceParams) -> Episode:
+    """Run one pick-and-place episode on ``sim``; the same spec always gives the same episode."""
+    rng = np.random.default_rng(np.random.SeedSequence(spec.rng_seed))
+    scene = sample_scene(rng, params, sim.object_kinds)
+    sim.reset(scene)
+    plan = _cartesian_plan(scene, params)
+    q_way, fallbacks = _solve(sim, plan, rng, params)
+    grip = np.array([g for _, _, g in plan])
+    q_tgt, g_tgt, phase = _schedule(q_way, grip, params.steps_per_segment)
+    t_frames = len(q_tgt)
+    close_end = PHASES.index("CLOSE_GRIPPER") * params.steps_per_segment - 1
+    open_end = PHASES.index("OPEN_GRIPPER") * params.steps_per_segment - 1
+
+    state = np.zeros((t_frames, 23), np.float32)
+    flange = np.zeros((t_frames, 4, 4))
+    opening = np.zeros(t_frames)
+    pads = np.zeros((t_frames, 2, 3))
+    images: dict[str, list[CameraImage]] = {c: [] for c in sim.camera_names}
+    grasped = attached = False
+    t_physics = t_render = 0.0
+    for t in range(t_frames):
+        # observe, then act: frame t shows the world before action t is applied
+        t0 = time.perf_counter()
+        q, qd, fingers = sim.joint_state()
+        f = sim.flange_pose()
+        tcp_pose = panda_fk(q)  # orientation of the TCP for the quaternion (position from the sim)
+        state[t] = np.concatenate([q, qd, fingers, sim.tcp_position(), _quat_wxyz(tcp_pose[:3, :3])])
+        flange[t], opening[t], pads[t] = f, float(fingers.sum()), sim.finger_pads()
+        t1 = time.perf_counter()
+        for cam, img in sim.render().items():
+            images[cam].append(img)
+        t2 = time.perf_counter()
+        sim.step(q_tgt[t], g_tgt[t])
+        if t == close_end:
+            hand, obj = sim.tcp_position(), sim.object_position()
+            if np.linalg.norm(hand[:2] - obj[:2]) <= params.grasp_xy_tol and abs(hand[2] - obj[2]) <= params.grasp_z_tol:
+                sim.attach()
+                grasped = attached = True
+        if t == open_end and attached:
+            sim.detach()
+            attached = False
+        t_physics += (t1 - t0) + (time.perf_counter() - t2)
+        t_render += t2 - t1
+    for _ in range(int(params.fps)):  # let the object settle before judging (not recorded)
+        sim.step(q_tgt[-1], g_tgt[-1])
+    obj = sim.object_position()
+    place_err = float(np.linalg.norm(obj[:2] - np.asarray(scene.place_xy)))
+    q_final = sim.joint_state()[0]
+    at_home = bool(np.max(np.abs(q_final - HOME_Q)) <= params.home_tol_rad)
+    resting = bool(obj[2] < scene.object_size)  # on the table, not held in the air or fallen off
+    success = grasped and place_err <= params.success_radius and at_home and resting
+
+    action = np.concatenate([q_tgt, g_tgt[:, None]], axis=1).astype(np.float32)
+    cameras = {}
+    for cam in sim.camera_names:
+        frames = images[cam]
+        poses = np.stack([im.pose for im in frames])
+        cameras[cam] = CameraFrames(
+            rgb=np.stack([im.rgb for im in frames]),
+            depth=np.stack([im.depth_mm for im in frames]),
+            intrinsics=sim.intrinsics(cam),
+            pose=poses if sim.camera_is_moving(cam) else poses[0],
+        )
+    return Episode(
+        episode_key=spec.episode_key,
+        task=scene.task,
+        fps=params.fps,
+        state=state,
+        action=action,
+        cameras=cameras,
+        gripper_pose=flange,
+        gripper_opening=opening,
+        success=bool(success),
+        robot_type="franka",
+        provenance={
+            "backend": sim.name, "backend_version": sim.version, "task": "pick_place",
+            "source": spec.source, "seed": spec.seed, "index": spec.index, "params": spec.params,
+            "task_params": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(params).items()},
+        },
+        gripper_geometry=sim.gripper_geometry(),
+        frame_features={"contact.pads": pads.astype(np.float32), "task.phase": phase.astype(np.int64)},
+        metrics={
+            "task.grasped": grasped, "task.place_error_m": place_err, "task.at_home": at_home,
+            "task.object_resting": resting, "task.ik_fallbacks": fallbacks,
+            "scene.object_x": scene.object_xy[0], "scene.object_y": scene.object_xy[1],
+            "scene.place_x": scene.place_xy[0], "scene.place_y": scene.place_xy[1],
+            "scene.object_kind": scene.object_kind, "scene.colour": scene.colour_name,
+            "scene.object_size_m": scene.object_size,
+            "timing.physics_s": t_physics, "timing.render_s": t_render,
+        },
+    )
