@@ -39,6 +39,7 @@ LEDGER = "meta/raygen/ledger.jsonl"
 REJECTS = "meta/raygen/rejects.parquet"
 DIVERSITY = "meta/raygen/diversity.json"
 RUN = "meta/raygen/run.json"
+LOCK = "meta/raygen/.lock"
 STAGING = ".staging"
 
 IMAGE_PREFIX = "observation.images."
@@ -80,7 +81,7 @@ def new_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -106,7 +107,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def atomic_write_json(path: Path, obj: Any, *, indent: int | None = 4) -> None:
@@ -124,10 +125,13 @@ def atomic_write_parquet(path: Path, table: pa.Table, **kwargs: Any) -> None:
 def append_line(path: Path, line: str) -> None:
     """Append one line and fsync it: used for the ledger, whose lines are commit points."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists()
     with open(path, "a", encoding="utf-8") as f:
         f.write(line.rstrip("\n") + "\n")
         f.flush()
         os.fsync(f.fileno())
+    if new:
+        fsync_dir(path.parent)
 
 
 def read_json(path: Path) -> Any:

@@ -40,6 +40,7 @@ __all__ = [
     "encode_rgb",
     "frame_rate",
     "probe_timestamps",
+    "window_problem",
 ]
 
 DEPTH_CODEC = "ffv1"
@@ -178,30 +179,52 @@ def concat_segments(segments: Sequence[bytes], frame_counts: Sequence[int], fps:
     """Join encoded segments into one file by stream copy, back to back in time.
 
     Segment ``k`` starts at ``sum(frame_counts[:k]) / fps`` seconds, so an
-    episode's from_timestamp is the previous episode's to_timestamp.
+    episode's from_timestamp is the previous episode's to_timestamp. Encoders
+    with B-frames start a segment's decode timestamps (dts) before its first
+    frame, by a delay that differs between a 1-frame and a 60-frame segment;
+    every segment's dts are moved back to the largest delay so they keep
+    increasing across joins (presentation timestamps are not touched).
     """
     if len(segments) != len(frame_counts) or not segments:
         raise ValueError("concat_segments needs one frame count per segment and at least one segment")
     fmt = RGB_CONTAINER if path.suffix == ".mp4" else DEPTH_CONTAINER
     rate = frame_rate(fps)
-    start = Fraction(0)
-    with av.open(str(path), "w", format=fmt) as out:
-        ostream = None
-        for seg, count in zip(segments, frame_counts):
-            with av.open(io.BytesIO(seg)) as inp:
-                istream = inp.streams.video[0]
-                if ostream is None:
-                    ostream = out.add_stream_from_template(istream, opaque=True)
-                tb = istream.time_base
-                shift = round(start / tb)
-                for packet in inp.demux(istream):
-                    if packet.dts is None:  # the demuxer's end-of-stream marker
-                        continue
+    inputs = [av.open(io.BytesIO(seg)) for seg in segments]
+    try:
+        packets, delays = [], []
+        for inp in inputs:
+            pk = [p for p in inp.demux(inp.streams.video[0]) if p.dts is not None]
+            packets.append(pk)
+            delays.append(max(0, min(p.pts for p in pk) - min(p.dts for p in pk)) if pk else 0)
+        max_delay = max(delays)
+        start = Fraction(0)
+        with av.open(str(path), "w", format=fmt) as out:
+            ostream = out.add_stream_from_template(inputs[0].streams.video[0], opaque=True)
+            for inp, pk, delay, count in zip(inputs, packets, delays, frame_counts):
+                shift = round(start / inp.streams.video[0].time_base)
+                for packet in pk:
                     packet.pts += shift
-                    packet.dts += shift
+                    packet.dts += shift - (max_delay - delay)
                     packet.stream = ostream
                     out.mux(packet)
-            start += count / rate
+                start += count / rate
+    finally:
+        for inp in inputs:
+            inp.close()
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def window_problem(ts: np.ndarray, start: float, n: int, fps: float, tol: float) -> str | None:
+    """Why the sorted frame timestamps ``ts`` do not hold exactly ``n`` frames at start + i/fps, or None."""
+    half = 0.5 / fps
+    got = ts[(ts >= start - half) & (ts < start + n / fps - half)]
+    if got.size != n:
+        return f"{got.size} frames in [{start:.4f}, {start + n / fps:.4f}) s, expected {n}"
+    err = np.abs(got - (start + np.arange(n) / fps))
+    if err.max() > tol:
+        return f"frame timestamps off by up to {err.max() * 1000:.3f} ms (tolerance {tol * 1000:.3f} ms)"
+    return None
 
 
 def probe_timestamps(path: Path) -> tuple[np.ndarray, dict]:

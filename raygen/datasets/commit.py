@@ -19,6 +19,7 @@ says is committed. Nothing committed is touched.
 from __future__ import annotations
 
 import datetime as _dt
+import fcntl
 import hashlib
 import json
 import logging
@@ -114,7 +115,23 @@ class Committer:
         self._info: dict[str, Any] | None = None
         self._raygen_info: dict[str, Any] | None = None
         self._total_frames = 0
-        self._open()
+        self._broken: str | None = None
+        self._lock_fd = _lock(self.root)
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the dataset's lock (another process may then open it); safe to call twice."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __del__(self) -> None:
+        if getattr(self, "_lock_fd", None) is not None:
+            self.close()
 
     # ------------------------------------------------------------------ state
     @property
@@ -143,7 +160,7 @@ class Committer:
         root = self.root
         info_path = root / L.INFO
         ledger_path = root / L.LEDGER
-        if info_path.exists() and not ledger_path.exists():
+        if info_path.exists() and not ledger_path.exists() and not (root / L.RAYGEN_INFO).exists():
             info = L.read_json(info_path)
             if info.get("total_episodes", 0):
                 raise DatasetLayoutError(
@@ -204,7 +221,7 @@ class Committer:
             if rel not in named:
                 logger.warning("discarding %s: not named by the ledger (left by an interrupted commit)", rel)
                 (self.root / rel).unlink()
-        for d in L.NUMBERED_DIRS:
+        for d in (*L.NUMBERED_DIRS, "meta"):
             base = self.root / d
             if base.is_dir():
                 for tmp in base.rglob(".*.tmp"):
@@ -232,7 +249,23 @@ class Committer:
 
     # ------------------------------------------------------------------ commit
     def commit(self, staged: StagedShard) -> dict[str, Any]:
-        """Make a staged shard part of the dataset; returns its ledger entry."""
+        """Make a staged shard part of the dataset; returns its ledger entry.
+
+        A commit that raises leaves files the ledger does not name; the committer then refuses
+        further commits until the dataset is reopened, which discards them and rebuilds its state.
+        """
+        if self._broken:
+            raise RuntimeError(f"{self.root}: an earlier commit failed ({self._broken}); reopen the dataset "
+                               "(a new Committer/DatasetWriter) to recover before committing again")
+        if self._lock_fd is None:
+            raise RuntimeError(f"{self.root}: this committer was closed")
+        try:
+            return self._commit(staged)
+        except BaseException as exc:
+            self._broken = f"{type(exc).__name__}: {exc}"
+            raise
+
+    def _commit(self, staged: StagedShard) -> dict[str, Any]:
         manifest = staged.manifest
         self._check_layout(staged, manifest)
         keys = [e["episode_key"] for e in manifest["episodes"]]
@@ -524,8 +557,27 @@ def _write_row_groups(path: Path, table: pa.Table, lengths: list[int]) -> None:
 
 
 def _move(src: Path, dst: Path) -> None:
+    """Durable move: the file's bytes reach the disk before it is renamed, and so does the rename."""
+    with open(src, "rb") as f:
+        os.fsync(f.fileno())
     dst.parent.mkdir(parents=True, exist_ok=True)
     os.replace(src, dst)
+    L.fsync_dir(dst.parent)
+
+
+def _lock(root: Path) -> int:
+    """An exclusive lock on the dataset for this committer's lifetime: two writers would corrupt it."""
+    path = root / L.LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DatasetLayoutError(
+            f"{root}: another process is writing this dataset (it holds {L.LOCK}); one writer per dataset"
+        ) from None
+    return fd
 
 
 def _append_ledger(path: Path, entry: dict[str, Any]) -> None:

@@ -17,7 +17,14 @@ import numpy as np
 
 from raygen.datasets._stats import image_histogram
 from raygen.datasets._video import VideoSettings, encode_depth, encode_rgb
-from raygen.datasets.episode import CAMERA_POSE, GRIPPER_OPENING, GRIPPER_POSE, Episode, validate_episode
+from raygen.datasets.episode import (
+    CAMERA_POSE,
+    GRIPPER_OPENING,
+    GRIPPER_POSE,
+    SOURCE_TIMESTAMP,
+    Episode,
+    validate_episode,
+)
 
 __all__ = ["EncodedEpisode", "FeatureSpec", "encode_episode"]
 
@@ -154,7 +161,7 @@ def encode_episode(
     cols: dict[str, np.ndarray] = {
         "observation.state": np.ascontiguousarray(episode.state, dtype=np.float32),
         "action": np.ascontiguousarray(episode.action, dtype=np.float32),
-        "timestamp": episode.timestamps(),
+        "timestamp": (np.arange(t, dtype=np.float64) / fps).astype(np.float32),
         "frame_index": np.arange(t, dtype=np.int64),
         GRIPPER_POSE: _flat(episode.gripper_pose, np.float32),
         GRIPPER_OPENING: _flat(episode.gripper_opening, np.float32),
@@ -165,6 +172,9 @@ def encode_episode(
         GRIPPER_POSE: FeatureSpec("float32", (16,), source_shape=(4, 4)),
         GRIPPER_OPENING: FeatureSpec("float32", (1,)),
     }
+    if episode.timestamp is not None:  # the source's own clock, kept beside LeRobot's frame_index / fps
+        cols[SOURCE_TIMESTAMP] = np.asarray(episode.timestamp, dtype=np.float64)
+        feats[SOURCE_TIMESTAMP] = FeatureSpec("float64", (1,))
     cameras_rec: dict[str, Any] = {}
     for name, cam in episode.cameras.items():
         rec = {

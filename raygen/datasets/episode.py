@@ -20,6 +20,7 @@ Conventions (see ARCHITECTURE.md "The episode contract"):
 from __future__ import annotations
 
 import json
+import numbers
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,10 +41,15 @@ __all__ = [
 GRIPPER_POSE = "gripper.pose"
 GRIPPER_OPENING = "gripper.opening"
 CAMERA_POSE = "cameras.{camera}.pose"
+SOURCE_TIMESTAMP = "timestamp.source"
+"""Where an episode's own timestamps go: LeRobot's `timestamp` column must be frame_index / fps."""
 RESERVED_COLUMNS = frozenset(
     {"observation.state", "action", "timestamp", "frame_index", "episode_index", "index", "task_index",
-     GRIPPER_POSE, GRIPPER_OPENING}
+     GRIPPER_POSE, GRIPPER_OPENING, SOURCE_TIMESTAMP}
 )
+MAX_FPS = 240.0  # the highest frame rate the video encoders accept (libsvtav1)
+MIN_SIDE = 8  # smallest image side every encoder accepts
+MAX_DURATION_S = 2048.0  # float32 timestamps keep 1e-4 s precision only below this
 _CAMERA_POSE_RE = re.compile(r"^cameras\.[A-Za-z0-9_]+\.pose$")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
@@ -181,6 +187,17 @@ class _Checker:
                 self.problems.append(msg)
         return value if ok else None
 
+    def fits_float32(self, name: str, value: np.ndarray | None) -> None:
+        """Float arrays are stored as float32: finite values must stay finite."""
+        if value is None or value.dtype.kind != "f" or value.dtype.itemsize <= 4:
+            return
+        with np.errstate(over="ignore"):
+            over = np.isfinite(value) & ~np.isfinite(value.astype(np.float32))
+        if over.any():
+            first = tuple(int(i) for i in np.argwhere(over)[0])
+            self.problems.append(f"{name}: {int(over.sum())} values exceed the float32 range, first at "
+                                 f"{list(first)} = {value[first].item()!r}")
+
     def json_dict(self, name: str, value: Any) -> None:
         if not isinstance(value, dict):
             self.problems.append(f"{name}: expected a dict, got {type(value).__name__}")
@@ -217,10 +234,17 @@ def validate_episode(
         chk.problems.append(f"episode_key: must be a non-empty string, got {episode.episode_key!r}")
     if not isinstance(episode.task, str) or not episode.task.strip():
         chk.problems.append(f"task: must be a non-empty string, got {episode.task!r}")
+    else:
+        try:
+            episode.task.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            chk.problems.append(f"task: not valid UTF-8 text ({exc})")
     if not isinstance(episode.robot_type, str) or not episode.robot_type:
         chk.problems.append(f"robot_type: must be a non-empty string, got {episode.robot_type!r}")
-    if not isinstance(episode.fps, int | float) or not np.isfinite(episode.fps) or episode.fps <= 0:
-        chk.problems.append(f"fps: must be a positive number, got {episode.fps!r}")
+    fps_ok = isinstance(episode.fps, numbers.Real) and not isinstance(episode.fps, bool | np.bool_)
+    if not fps_ok or not np.isfinite(episode.fps) or not 0 < episode.fps <= MAX_FPS:
+        chk.problems.append(f"fps: must be a number in (0, {MAX_FPS:g}], got {episode.fps!r}")
+        fps_ok = False
     if not isinstance(episode.success, bool | np.bool_):
         chk.problems.append(f"success: must be a bool, got {episode.success!r}")
 
@@ -229,6 +253,9 @@ def validate_episode(
     n = int(episode.state.shape[0]) if isinstance(episode.state, np.ndarray) and episode.state.ndim else None
     if state is not None and n == 0:
         chk.problems.append("observation.state: the episode has no frames (T = 0)")
+    if n and fps_ok and n / float(episode.fps) >= MAX_DURATION_S:
+        chk.problems.append(f"observation.state: {n} frames at {episode.fps} fps last {n / float(episode.fps):.0f} s; "
+                            f"LeRobot's float32 timestamps hold 1e-4 s only below {MAX_DURATION_S:.0f} s: split it")
     chk.array("action", episode.action, shape=(n, action_dim), kinds="f", dtype=np.dtype(np.float32))
     if episode.timestamp is not None:
         ts = chk.array("timestamp", episode.timestamp, shape=(n,), kinds="f")
@@ -242,7 +269,9 @@ def validate_episode(
     pose = chk.array("gripper.pose", episode.gripper_pose, shape=(n, 4, 4), kinds="f")
     if pose is not None:
         _check_transform(chk, "gripper.pose", pose)
-    chk.array("gripper.opening", episode.gripper_opening, shape=(n,), kinds="f")
+        chk.fits_float32("gripper.pose", pose)
+    opening = chk.array("gripper.opening", episode.gripper_opening, shape=(n,), kinds="f")
+    chk.fits_float32("gripper.opening", opening)
 
     if not isinstance(episode.cameras, dict) or not episode.cameras:
         chk.problems.append("cameras: at least one camera is required")
@@ -267,11 +296,21 @@ def validate_episode(
             elif fname in RESERVED_COLUMNS or _CAMERA_POSE_RE.match(fname) or fname.startswith("observation.images."):
                 chk.problems.append(f"{label}: the name is taken by a column the writer makes; choose another")
             if isinstance(arr, np.ndarray) and arr.ndim >= 1:
-                chk.array(label, arr, shape=(n,) + (None,) * (arr.ndim - 1), kinds="fiub")
+                good = chk.array(label, arr, shape=(n,) + (None,) * (arr.ndim - 1), kinds="fiub")
             else:
-                chk.array(label, arr, shape=(n,), kinds="fiub")
+                good = chk.array(label, arr, shape=(n,), kinds="fiub")
+            if good is None:
+                continue
+            if 0 in good.shape[1:]:
+                chk.problems.append(f"{label}: per-frame shape {list(good.shape[1:])} has an empty dimension")
+            if good.dtype == np.uint64:
+                chk.problems.append(f"{label}: uint64 is not stored (LeRobot columns are int64); convert it")
+            chk.fits_float32(label, good)
     if episode.flow is not None:
-        chk.array("flow", episode.flow, shape=(None, None, 3), kinds="f")
+        flow = chk.array("flow", episode.flow, shape=(None, None, 3), kinds="f")
+        if flow is not None and 0 in flow.shape:
+            chk.problems.append(f"flow: shape {list(flow.shape)} is empty; use flow=None when there is none")
+        chk.fits_float32("flow", flow)
     chk.json_dict("provenance", episode.provenance)
     chk.json_dict("gripper_geometry", episode.gripper_geometry)
     chk.json_dict("metrics", episode.metrics)
@@ -292,8 +331,8 @@ def _validate_camera(chk: _Checker, cam_name: str, cam: Any, n: int | None) -> N
         return
     rgb = chk.array(f"{p}.rgb", cam.rgb, shape=(n, None, None, 3), kinds="u", dtype=np.dtype(np.uint8))
     hw = rgb.shape[1:3] if rgb is not None else (None, None)
-    if rgb is not None and (hw[0] % 2 or hw[1] % 2):
-        chk.problems.append(f"{p}.rgb: height and width must be even for yuv420p video, got {list(hw)}")
+    if rgb is not None and (hw[0] % 2 or hw[1] % 2 or min(hw) < MIN_SIDE):
+        chk.problems.append(f"{p}.rgb: height and width must be even and >= {MIN_SIDE} for video, got {list(hw)}")
     if cam.depth is not None:
         if isinstance(cam.depth, np.ndarray) and cam.depth.dtype != np.uint16:
             chk.problems.append(

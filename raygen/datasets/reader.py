@@ -23,12 +23,19 @@ import pyarrow.parquet as pq
 from raygen.datasets import _layout as L
 from raygen.datasets._arrow import column_values
 from raygen.datasets._video import decode_window
-from raygen.datasets.episode import CAMERA_POSE, GRIPPER_OPENING, GRIPPER_POSE, CameraFrames, Episode
+from raygen.datasets.episode import (
+    CAMERA_POSE,
+    GRIPPER_OPENING,
+    GRIPPER_POSE,
+    SOURCE_TIMESTAMP,
+    CameraFrames,
+    Episode,
+)
 
 __all__ = ["DatasetReader"]
 
 _BUILTIN = {"observation.state", "action", "timestamp", "frame_index", "episode_index", "index", "task_index",
-            GRIPPER_POSE, GRIPPER_OPENING}
+            GRIPPER_POSE, GRIPPER_OPENING, SOURCE_TIMESTAMP}
 
 
 class DatasetReader:
@@ -49,7 +56,9 @@ class DatasetReader:
         self.episodes = pq.read_table(files).sort_by("episode_index") if files else None
         self._record_cache: dict[tuple[int, int], dict[str, Any]] = {}
         # the ledger is the authority on what is committed, in episode-index order
-        keys = [k for line in (self.root / L.LEDGER).read_text().splitlines() for k in json.loads(line)["episodes"]]
+        raw = (self.root / L.LEDGER).read_text()
+        lines = raw.splitlines() if raw.endswith("\n") else raw.splitlines()[:-1]  # a torn tail is uncommitted
+        keys = [k for line in lines for k in json.loads(line)["episodes"]]
         n = 0 if self.episodes is None else self.episodes.num_rows
         if len(keys) != n:
             raise ValueError(f"{self.root / L.LEDGER}: names {len(keys)} episodes, meta/episodes has {n}; "
@@ -136,7 +145,7 @@ class DatasetReader:
             fps=fps,
             state=cols["observation.state"],
             action=cols["action"],
-            timestamp=cols["timestamp"],
+            timestamp=cols.get(SOURCE_TIMESTAMP, cols["timestamp"]),
             cameras=cameras,
             gripper_pose=cols[GRIPPER_POSE].reshape(t, 4, 4).astype(np.float64),
             gripper_opening=cols[GRIPPER_OPENING].reshape(t).astype(np.float64),

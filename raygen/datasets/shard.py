@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 from raygen.datasets._arrow import to_arrow
 from raygen.datasets._layout import atomic_write_json, new_id
 from raygen.datasets._stats import hist_stats, stats_to_json
-from raygen.datasets._video import VideoSettings, concat_segments
+from raygen.datasets._video import VideoSettings, concat_segments, probe_timestamps, window_problem
 from raygen.datasets.encode import EncodedEpisode, FeatureSpec
 
 __all__ = ["ShardWriter", "StagedShard", "frames_schema"]
@@ -136,12 +136,13 @@ class ShardWriter:
                 arrays = [to_arrow(e.columns[f.name], f.type) for f in schema]
                 w.write_table(pa.Table.from_arrays(arrays, schema=schema))
 
+        starts = np.concatenate([[0], np.cumsum(lengths)]) / fps
         for cam in first.videos:
             (tmp / "videos").mkdir(exist_ok=True)
-            concat_segments([e.videos[cam] for e in eps], lengths, fps, tmp / "videos" / f"{cam}.mp4")
+            _join(tmp / "videos" / f"{cam}.mp4", [e.videos[cam] for e in eps], lengths, starts, fps, 1e-4)
         for cam in first.depth:
             (tmp / "depth").mkdir(exist_ok=True)
-            concat_segments([e.depth[cam] for e in eps], lengths, fps, tmp / "depth" / f"{cam}.mkv")
+            _join(tmp / "depth" / f"{cam}.mkv", [e.depth[cam] for e in eps], lengths, starts, fps, 1.1e-3)
         if first.flow is not None:
             _write_flow(tmp / FLOW, eps)
 
@@ -187,6 +188,16 @@ class ShardWriter:
         final = self.staging_dir / self.shard_id
         tmp.rename(final)
         return StagedShard(final, self.shard_id)
+
+
+def _join(path: Path, segments: list[bytes], lengths: list[int], starts: np.ndarray, fps: float, tol: float) -> None:
+    """Stream-copy the segments into ``path`` and check every episode's frames sit where metadata says."""
+    concat_segments(segments, lengths, fps, path)
+    ts, _ = probe_timestamps(path)
+    for i, n in enumerate(lengths):
+        problem = window_problem(ts, float(starts[i]), n, fps, tol)
+        if problem:
+            raise RuntimeError(f"{path.name}: joining episode {i} of the shard went wrong: {problem}")
 
 
 def _write_flow(path: Path, eps: list[EncodedEpisode]) -> None:

@@ -69,7 +69,7 @@ def synthetic_episode(
     t = frames
     s = np.linspace(0.0, 1.0, t)
     joints = 0.3 * np.sin(2 * np.pi * s[:, None] + rng.uniform(0, np.pi, 7)[None]) + rng.normal(0, 0.05, 7)
-    vel = np.gradient(joints, 1.0 / fps, axis=0)
+    vel = np.gradient(joints, 1.0 / fps, axis=0) if t > 1 else np.zeros_like(joints)
     fingers = np.where(s[:, None] < 0.4, 0.04, 0.0) * np.ones((1, 2))
     eef = np.stack([0.5 + 0.1 * np.cos(2 * np.pi * s), 0.1 * np.sin(2 * np.pi * s), 0.3 - 0.1 * s], axis=1)
     quat = np.tile([0.0, 1.0, 0.0, 0.0], (t, 1))

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from raygen.datasets import _layout as L
 from raygen.datasets._stats import STAT_KEYS
-from raygen.datasets._video import DEPTH_CODEC, DEPTH_PIX_FMT, decode_window, probe_timestamps
+from raygen.datasets._video import DEPTH_CODEC, DEPTH_PIX_FMT, decode_window, probe_timestamps, window_problem
 
 __all__ = ["Check", "VerifyReport", "verify_dataset"]
 
@@ -270,17 +270,6 @@ def _check_data(ctx: _Ctx, c: Check) -> None:
     c.summary = f"{total} frames in {len(by_file)} files"
 
 
-def _window_problems(ts: np.ndarray, start: float, n: int, fps: float, tol: float) -> str | None:
-    half = 0.5 / fps
-    got = ts[(ts >= start - half) & (ts < start + n / fps - half)]
-    if got.size != n:
-        return f"{got.size} frames in [{start:.4f}, {start + n / fps:.4f}) s, expected {n}"
-    err = np.abs(got - (start + np.arange(n) / fps))
-    if err.max() > tol:
-        return f"frame timestamps off by up to {err.max() * 1000:.3f} ms (tolerance {tol * 1000:.3f} ms)"
-    return None
-
-
 def _check_streams(ctx: _Ctx, c: Check, key: str, template: str, tol: float, depth: bool) -> int:
     """Check one camera's files (RGB video or depth) for every episode; returns files checked."""
     assert ctx.info is not None and ctx.episodes is not None
@@ -310,7 +299,7 @@ def _check_streams(ctx: _Ctx, c: Check, key: str, template: str, tol: float, dep
                        f"{want.get('video.width')}x{want.get('video.height')}")
         for r in eps:
             start = r[f"videos/{vk}/from_timestamp"]
-            msg = _window_problems(ts, start, r["length"], ctx.fps, tol)
+            msg = window_problem(ts, start, r["length"], ctx.fps, tol)
             if msg:
                 c.fail(f"{path}: episode {r['episode_index']}: {msg}")
             elif depth or ctx.decode:
@@ -427,7 +416,12 @@ def _check_ledger(ctx: _Ctx, c: Check) -> None:
         c.fail(f"{L.LEDGER}: missing")
         return
     entries = []
-    for i, line in enumerate(p.read_text().splitlines()):
+    raw = p.read_text()
+    lines = raw.splitlines()
+    if raw and not raw.endswith("\n"):
+        lines = lines[:-1]  # an unterminated last line is an interrupted append: not committed
+        c.summary = "(ignoring a torn last line) "
+    for i, line in enumerate(lines):
         try:
             entries.append(json.loads(line))
         except json.JSONDecodeError:
@@ -460,7 +454,7 @@ def _check_ledger(ctx: _Ctx, c: Check) -> None:
             i = r["episode_index"]
             if i < len(keys) and rec.get("episode_key") != keys[i]:
                 c.fail(f"episode {i}: key {rec.get('episode_key')!r} in its shard record, ledger says {keys[i]!r}")
-    c.summary = f"{len(entries)} shards, {len(keys)} episodes, {len(named)} files"
+    c.summary += f"{len(entries)} shards, {len(keys)} episodes, {len(named)} files"
 
 
 def _first_gap(idx: list[int]) -> str:

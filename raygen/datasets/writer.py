@@ -89,17 +89,23 @@ class DatasetWriter:
         return entry
 
     def close(self) -> None:
+        """Commit the last partial shard and release the dataset; safe to call twice."""
         if self._closed:
             return
         self._closed = True
-        self.flush()
+        try:
+            self.flush()
+        finally:
+            self.committer.close()
 
     def abort(self) -> None:
+        """Drop the open shard (nothing of it is committed) and release the dataset."""
         if self._shard is not None:
             self._shard.abort()
             self._shard = None
         self._pending.clear()
         self._closed = True
+        self.committer.close()
 
     def __enter__(self) -> DatasetWriter:
         return self

@@ -38,6 +38,8 @@ CHILD = textwrap.dedent(
     def ledger(path, entry):
         if point == "before-ledger" and entry["seq"] == 1:
             os._exit(17)
+        if point == "first-commit" and entry["seq"] == 0:
+            os._exit(17)
         if point == "torn-ledger" and entry["seq"] == 1:
             with open(path, "a") as f:
                 f.write('{"seq": 1, "shard_id": "half-writ')
@@ -59,12 +61,14 @@ def _crash_child(root: Path, point: str) -> None:
     assert proc.returncode == 17, proc.stderr[-2000:]
 
 
-@pytest.mark.parametrize("point", ["before-ledger", "mid-move", "torn-ledger"])
+@pytest.mark.parametrize("point", ["before-ledger", "mid-move", "torn-ledger", "first-commit"])
 def test_crash_mid_commit_resumes_without_duplicates_or_orphans(tmp_path, point):
     root = tmp_path / "ds"
     _crash_child(root, point)
     # the crash left the second shard's files (some or all) in place, but the ledger names only the first
-    leftovers = sorted(p.relative_to(root).as_posix() for p in root.rglob("file-001.*"))
+    failed = "file-000.*" if point == "first-commit" else "file-001.*"
+    committed = 0 if point == "first-commit" else 3
+    leftovers = sorted(p.relative_to(root).as_posix() for p in root.rglob(failed))
     assert leftovers, "the crash should have left uncommitted files behind"
     before = verify_dataset(root)
     if point != "mid-move":
@@ -72,12 +76,15 @@ def test_crash_mid_commit_resumes_without_duplicates_or_orphans(tmp_path, point)
 
     w = DatasetWriter(root, shard_size=3)
     eps = small_episodes(7, frames=8, height=16, width=16)
-    assert w.committed_keys == {e.episode_key for e in eps[:3]}
-    assert not list(root.rglob("file-001.*")), "orphans of the failed commit must be gone"
+    assert w.committed_keys == {e.episode_key for e in eps[:committed]}
+    assert not list(root.rglob(failed)), "orphans of the failed commit must be gone"
     assert not (root / ".staging").exists()
-    info = json.loads((root / "meta/info.json").read_text())
-    assert (info["total_episodes"], info["total_frames"]) == (3, 24)
-    assert verify_dataset(root).ok
+    if committed:
+        info = json.loads((root / "meta/info.json").read_text())
+        assert (info["total_episodes"], info["total_frames"]) == (3, 24)
+        assert verify_dataset(root).ok
+    else:
+        assert not (root / "meta/info.json").exists()
     with w:
         for e in eps:
             if e.episode_key not in w.committed_keys:

@@ -11,8 +11,11 @@ nothing was hit.
 from __future__ import annotations
 
 import logging
+import os
 import pkgutil
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,6 +48,24 @@ def _look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.ndarray:
     return pose
 
 
+def _robot_urdf(visual: str) -> str:
+    """The Panda URDF to load. 'lowpoly' draws the collision meshes (~770 instead of ~32000 lines of
+    mesh per link): the tiny renderer then takes ~1.4 ms instead of ~21 ms per 128x128 image."""
+    import pybullet_data
+
+    if visual == "full":
+        return "franka_panda/panda.urdf"
+    src = Path(pybullet_data.getDataPath()) / "franka_panda" / "panda.urdf"
+    mesh_dir = (src.parent / "meshes" / "collision").as_posix() + "/"
+    text = src.read_text().replace("package://meshes/visual/", mesh_dir).replace("package://meshes/collision/",
+                                                                                  mesh_dir)
+    cache = Path(os.environ.get("RAYGEN_CACHE_DIR") or tempfile.gettempdir())
+    cache.mkdir(parents=True, exist_ok=True)
+    dst = cache / f"panda_lowpoly_{os.getpid()}.urdf"
+    dst.write_text(text)
+    return str(dst)
+
+
 class BulletPickPlace:
     """One PyBullet world (DIRECT mode) that runs pick-and-place episodes."""
 
@@ -53,11 +74,14 @@ class BulletPickPlace:
     camera_names = ("cam_high", "cam_wrist")
 
     def __init__(self, *, width: int = 128, height: int = 128, fov_deg: float = 60.0, renderer: str = "auto",
-                 fps: float = 30.0, substeps: int = 8):
+                 fps: float = 30.0, substeps: int = 8, robot_visual: str = "lowpoly"):
         self.p = require("pybullet", "the PyBullet backend")
         self.version = f"pybullet {self.p.getAPIVersion()}"
         self.width, self.height, self.fov = int(width), int(height), float(fov_deg)
         self.fps, self.substeps = float(fps), int(substeps)
+        if robot_visual not in ("lowpoly", "full"):
+            raise ValueError(f"robot_visual: {robot_visual!r} is not one of lowpoly, full")
+        self.robot_urdf = _robot_urdf(robot_visual)
         self.client = self.p.connect(self.p.DIRECT)
         self.renderer_name = "tiny"
         self._egl_plugin: int | None = None
@@ -86,7 +110,7 @@ class BulletPickPlace:
             0, p.createCollisionShape(p.GEOM_BOX, halfExtents=table_half, physicsClientId=c),
             p.createVisualShape(p.GEOM_BOX, halfExtents=table_half, rgbaColor=[0.62, 0.48, 0.33, 1], physicsClientId=c),
             basePosition=[0.45, 0, -0.375], physicsClientId=c)
-        self.robot = p.loadURDF("franka_panda/panda.urdf", [0, 0, 0], useFixedBase=True,
+        self.robot = p.loadURDF(self.robot_urdf, [0, 0, 0], useFixedBase=True,
                                 flags=p.URDF_USE_SELF_COLLISION_EXCLUDE_PARENT, physicsClientId=c)
         for j, q in zip(_ARM, HOME_Q):
             p.resetJointState(self.robot, j, q, physicsClientId=c)

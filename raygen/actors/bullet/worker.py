@@ -10,7 +10,7 @@ from raygen.actors.spec import EpisodeSpec
 from raygen.actors.tasks.pick_place import PickPlaceParams, run_pick_place
 from raygen.datasets.episode import Episode
 
-SIM_OPTIONS = ("width", "height", "fov_deg", "renderer", "substeps")
+SIM_OPTIONS = ("width", "height", "fov_deg", "renderer", "substeps", "robot_visual")
 
 
 class BulletBackend:

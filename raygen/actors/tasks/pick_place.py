@@ -316,7 +316,8 @@ def run_pick_place(sim: PickPlaceSim, spec: EpisodeSpec, params: PickPlaceParams
         sim.step(q_tgt[t], g_tgt[t])
         if t == close_end:
             hand, obj = sim.tcp_position(), sim.object_position()
-            if np.linalg.norm(hand[:2] - obj[:2]) <= params.grasp_xy_tol and abs(hand[2] - obj[2]) <= params.grasp_z_tol:
+            near = np.linalg.norm(hand[:2] - obj[:2]) <= params.grasp_xy_tol
+            if near and abs(hand[2] - obj[2]) <= params.grasp_z_tol:
                 sim.attach()
                 grasped = attached = True
         if t == open_end and attached:
