@@ -1,0 +1,118 @@
+"""WorkerHost supervises its child: handshake, retries after crashes and hangs, error rows, clean exit."""
+
+import logging
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from raygen.actors.host import HostConfig, WorkerHost
+from raygen.actors.spec import EpisodeSpec
+from raygen.datasets.synthetic import synthetic_episode
+
+FAULTY = "tests.actors.faulty_worker"
+
+
+def _host(tmp_path, **kw):
+    kw.setdefault("episode_timeout_s", 20)
+    kw.setdefault("startup_timeout_s", 30)
+    return WorkerHost(HostConfig(backend="faulty", worker_module=FAULTY, scratch_dir=str(tmp_path), **kw))
+
+
+def _spec(index, **params):
+    return EpisodeSpec("test", 7, index, params)
+
+
+def test_handshake_env_and_clean_shutdown(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    host = _host(tmp_path, cpu_threads=2)
+    with caplog.at_level(logging.INFO, logger="raygen.actors.host"):
+        res = host.run(_spec(0))
+    assert res.ok and res.attempts == 1 and res.episode.episode_key == "test-s7-000000"
+    want = synthetic_episode(0, seed=7, frames=6, height=16, width=16)
+    np.testing.assert_array_equal(res.episode.cameras["cam_high"].depth, want.cameras["cam_high"].depth)
+    info = host.backend_info
+    assert info["backend"] == "faulty" and info["version"] == "0"
+    env = info["capabilities"]["env"]
+    assert env["CUDA_VISIBLE_DEVICES"] == "3" and env["OMP_NUM_THREADS"] == "2"
+    assert env["RAYGEN_CACHE_DIR"].startswith(str(host.scratch)) and env["TMPDIR"].startswith(str(host.scratch))
+    time.sleep(0.2)
+    assert any("[test-s7-000000 pid" in r.message and "stdout noise" in r.message for r in caplog.records)
+    pid = host.child_pid
+    host.close()
+    host.close()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert not host.scratch.exists()
+
+
+def test_sigkill_mid_episode_is_retried(tmp_path):
+    host = _host(tmp_path)
+    assert host.run(_spec(1)).ok  # child up
+    pid = host.child_pid
+    killer = threading.Timer(1.0, os.kill, args=(pid, signal.SIGKILL))
+    killer.start()
+    res = host.run(_spec(2, fault="slow", sleep_s=3))
+    assert res.ok and res.attempts == 2, res.error
+    assert host.child_pid != pid
+    assert res.episode.episode_key == "test-s7-000002"
+    host.close()
+
+
+def test_crash_inside_the_child_is_retried(tmp_path):
+    host = _host(tmp_path)
+    res = host.run(_spec(3, fault="crash_once", marker=str(tmp_path / "m3")))
+    assert res.ok and res.attempts == 2
+    host.close()
+
+
+def test_hang_is_killed_at_the_timeout_and_retried(tmp_path):
+    host = _host(tmp_path, episode_timeout_s=3)
+    t0 = time.monotonic()
+    res = host.run(_spec(4, fault="hang_once", marker=str(tmp_path / "m4")))
+    assert res.ok and res.attempts == 2
+    assert 3 <= time.monotonic() - t0 < 25
+    host.close()
+
+
+@pytest.mark.parametrize("fault", ["error_always", "crash_always"])
+def test_poison_spec_gives_an_error_row_and_the_host_goes_on(tmp_path, fault):
+    host = _host(tmp_path, attempts=3)
+    res = host.run(_spec(5, fault=fault))
+    assert not res.ok and res.attempts == 3
+    row = res.to_row()
+    assert row["episode_key"] == "test-s7-000005" and row["attempts"] == 3
+    if fault == "error_always":
+        assert "ValueError: poison spec test-s7-000005" in row["error"]
+    else:
+        assert "signal SIGKILL" in row["error"]
+    assert "working on test-s7-000005" in row["stderr_tail"]
+    nxt = host.run(_spec(6))
+    assert nxt.ok and nxt.attempts == 1
+    host.close()
+
+
+def test_backend_that_cannot_start(tmp_path):
+    host = _host(tmp_path, attempts=2, options={"fail_start": True})
+    res = host.run(_spec(8))
+    assert not res.ok and "backend failed to start: RuntimeError: this backend was told not to start" in res.error
+    host.close()
+
+
+def test_startup_timeout(tmp_path):
+    host = WorkerHost(HostConfig(backend="faulty", worker_module="tests.actors.sleepy_start", attempts=1,
+                                 startup_timeout_s=2, scratch_dir=str(tmp_path)))
+    t0 = time.monotonic()
+    res = host.run(_spec(9))
+    assert not res.ok and "start-up timeout" in res.error and time.monotonic() - t0 < 15
+    host.close()
+
+
+def test_config_errors_are_clear():
+    with pytest.raises(ValueError, match="attempts: must be >= 1, got 0"):
+        HostConfig(attempts=0)
+    with pytest.raises(ValueError, match="unknown backend 'unity'; choose one of"):
+        WorkerHost(HostConfig(backend="unity"))
