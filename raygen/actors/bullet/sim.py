@@ -198,21 +198,29 @@ class BulletPickPlace:
         self._build(scene)
 
     def ik(self, target_xyz: np.ndarray, q_seed: np.ndarray) -> np.ndarray | None:
+        """PyBullet's IK for the TCP pointing down; tries a few hand yaws, keeps the first that lands
+        within 5 mm and 3 degrees (checked by forward kinematics)."""
         p, c = self.p, self.client
-        down = p.getQuaternionFromEuler([np.pi, 0.0, 0.0])
         saved = [p.getJointState(self.robot, j, physicsClientId=c)[0] for j in _ARM]
-        for j, q in zip(_ARM, q_seed):
-            p.resetJointState(self.robot, j, q, physicsClientId=c)
-        sol = p.calculateInverseKinematics(self.robot, _TCP, list(target_xyz), down, maxNumIterations=200,
-                                           residualThreshold=1e-5, physicsClientId=c)
-        q = np.asarray(sol[:7])
-        for j, v in zip(_ARM, q):
-            p.resetJointState(self.robot, j, v, physicsClientId=c)
-        err = np.linalg.norm(np.asarray(p.getLinkState(self.robot, _TCP, computeForwardKinematics=True,
-                                                       physicsClientId=c)[4]) - target_xyz)
-        for j, v in zip(_ARM, saved):
-            p.resetJointState(self.robot, j, v, physicsClientId=c)
-        return q if err < 0.005 else None
+        found = None
+        try:
+            for yaw in (0.0, np.pi / 4, -np.pi / 4, np.pi / 2, -np.pi / 2):
+                for j, q in zip(_ARM, q_seed):
+                    p.resetJointState(self.robot, j, q, physicsClientId=c)
+                down = p.getQuaternionFromEuler([np.pi, 0.0, yaw])
+                sol = p.calculateInverseKinematics(self.robot, _TCP, list(target_xyz), down, maxNumIterations=200,
+                                                   residualThreshold=1e-5, physicsClientId=c)
+                q = np.asarray(sol[:7])
+                for j, v in zip(_ARM, q):
+                    p.resetJointState(self.robot, j, v, physicsClientId=c)
+                tcp = self._link_pose(_TCP)
+                if np.linalg.norm(tcp[:3, 3] - target_xyz) < 0.005 and tcp[2, 2] < -np.cos(np.radians(3)):
+                    found = q
+                    break
+        finally:
+            for j, v in zip(_ARM, saved):
+                p.resetJointState(self.robot, j, v, physicsClientId=c)
+        return found
 
     def step(self, q_target: np.ndarray, gripper_target: float) -> None:
         p, c = self.p, self.client

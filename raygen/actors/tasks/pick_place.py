@@ -155,7 +155,7 @@ def panda_ik(target_xyz: np.ndarray, q_seed: np.ndarray, iters: int = 300, tol: 
     down = np.array([0.0, 0.0, -1.0])
     for _ in range(iters):
         t = panda_fk(q)
-        err = np.concatenate([target_xyz - t[:3, 3], np.cross(t[:3, 2], down)])
+        err = np.concatenate([target_xyz - t[:3, 3], -np.cross(t[:3, 2], down)])  # drive cross(z, down) to 0
         if np.linalg.norm(err[:3]) < tol and np.linalg.norm(err[3:]) < 1e-2:
             return q
         jac = np.zeros((6, 7))
@@ -166,7 +166,8 @@ def panda_ik(target_xyz: np.ndarray, q_seed: np.ndarray, iters: int = 300, tol: 
             jac[:3, j] = (tj[:3, 3] - t[:3, 3]) / 1e-6
             jac[3:, j] = (np.cross(tj[:3, 2], down) - np.cross(t[:3, 2], down)) / 1e-6
         step = jac.T @ np.linalg.solve(jac @ jac.T + 1e-4 * np.eye(6), err)
-        q = np.clip(q + step, Q_LOWER, Q_UPPER)
+        norm = np.linalg.norm(step)
+        q = np.clip(q + (step * (0.2 / norm) if norm > 0.2 else step), Q_LOWER, Q_UPPER)
     return None
 
 
@@ -259,6 +260,8 @@ def _solve(sim: PickPlaceSim, plan: list, rng: np.random.Generator, params: Pick
             if q is None:
                 fallbacks += 1
                 q = panda_ik(target, seed)
+            if q is None:
+                q = panda_ik(target, HOME_Q)
             if q is None:
                 raise RuntimeError(f"no IK solution for {phase} at {np.round(target, 3).tolist()}")
         seed = q
