@@ -18,7 +18,7 @@ from raygen.datasets.writer import DatasetWriter
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["WriterBench", "bench_writer"]
+__all__ = ["WriterBench", "bench_worker", "bench_writer", "format_worker_bench"]
 
 
 @dataclass
@@ -91,3 +91,77 @@ def bench_writer(
     return WriterBench(episodes, frames, size, video.codec, min(wr) / episodes, min(raw) / episodes)
 
 
+
+
+@dataclass
+class WorkerBenchRow:
+    size: int
+    episodes: int
+    hosted_s: float
+    inprocess_s: float
+    physics_s: float
+    render_s: float
+    transfer_s: float
+    renderer: str
+
+    @property
+    def episodes_per_minute(self) -> float:
+        return 60.0 / self.hosted_s
+
+
+def bench_worker(*, sizes: tuple[int, ...] = (128, 256), episodes: int = 3, steps_per_segment: int = 30,
+                 renderer: str = "auto") -> list[WorkerBenchRow]:
+    """One hosted PyBullet worker per size: episodes/minute and where an episode's time goes.
+
+    Baseline in the same run: the same specs on the same backend in this process (no child, no transfer).
+    """
+    from raygen.actors.bullet.worker import BulletBackend
+    from raygen.actors.host import HostConfig, WorkerHost
+    from raygen.actors.spec import EpisodeSpec
+
+    rows = []
+    for size in sizes:
+        opts = {"width": size, "height": size, "renderer": renderer, "task": {"steps_per_segment": steps_per_segment}}
+        specs = [EpisodeSpec("bench-pick_place", 0, i) for i in range(episodes + 1)]
+        host = WorkerHost(HostConfig(backend="bullet", options=opts))
+        try:
+            host.run(specs[0])  # start-up and warm-up, untimed
+            t0 = time.perf_counter()
+            results = [host.run(s) for s in specs[1:]]
+            hosted = (time.perf_counter() - t0) / episodes
+            renderer_used = host.backend_info["capabilities"]["renderer"]
+        finally:
+            host.close()
+        failed = [r.error for r in results if not r.ok]
+        if failed:
+            raise RuntimeError(f"bench worker: {len(failed)} episodes failed: {failed[0]}")
+        backend = BulletBackend({k: v for k, v in opts.items()})
+        try:
+            backend.run_episode(specs[0])
+            t0 = time.perf_counter()
+            for s in specs[1:]:
+                backend.run_episode(s)
+            inproc = (time.perf_counter() - t0) / episodes
+        finally:
+            backend.close()
+        eps = [r.episode for r in results]
+        rows.append(WorkerBenchRow(
+            size=size, episodes=episodes, hosted_s=hosted, inprocess_s=inproc,
+            physics_s=sum(e.metrics["timing.physics_s"] for e in eps) / episodes,
+            render_s=sum(e.metrics["timing.render_s"] for e in eps) / episodes,
+            transfer_s=sum(r.timing["write_s"] + r.timing["read_s"] for r in results) / episodes,
+            renderer=renderer_used,
+        ))
+    return rows
+
+
+def format_worker_bench(rows: list[WorkerBenchRow]) -> str:
+    lines = ["one PyBullet worker, pick-and-place, 2 cameras RGB + depth per frame"]
+    lines.append(f"{'size':>9} {'renderer':>8} {'ep/min':>7} {'s/ep':>6} {'physics':>8} {'render':>7} "
+                 f"{'transfer':>8} {'other':>6} {'hosted/in-process throughput':>29}")
+    for r in rows:
+        other = r.hosted_s - r.physics_s - r.render_s - r.transfer_s
+        lines.append(f"{r.size:>4}x{r.size:<4} {r.renderer:>8} {r.episodes_per_minute:7.1f} {r.hosted_s:6.2f} "
+                     f"{r.physics_s:8.2f} {r.render_s:7.2f} {r.transfer_s:8.3f} {other:6.2f} "
+                     f"{r.inprocess_s / r.hosted_s:29.2f}")
+    return "\n".join(lines)

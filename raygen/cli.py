@@ -31,6 +31,15 @@ def _cmd_bench_writer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_worker(args: argparse.Namespace) -> int:
+    from raygen.bench import bench_worker, format_worker_bench
+
+    rows = bench_worker(sizes=tuple(args.sizes), episodes=args.episodes, steps_per_segment=args.steps_per_segment,
+                        renderer=args.renderer)
+    print(format_worker_bench(rows))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from raygen.datasets.synthetic import synthetic_episode
     from raygen.datasets.verify import verify_dataset
@@ -73,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     bw.add_argument("--encode-workers", type=int, default=4, help="writer threads encoding one episode's streams")
     bw.add_argument("--repeats", type=int, default=3, help="timed runs of each; the best is reported")
     bw.set_defaults(func=_cmd_bench_writer)
+
+    bk = bsub.add_parser("worker", help="episodes per minute of one hosted PyBullet worker, and the time split")
+    bk.add_argument("--sizes", type=int, nargs="+", default=[128, 256], help="square image sizes to measure")
+    bk.add_argument("--episodes", type=int, default=3, help="timed episodes per size (after one warm-up)")
+    bk.add_argument("--steps-per-segment", type=int, default=30, help="frames per phase (9 phases)")
+    bk.add_argument("--renderer", default="auto", choices=["auto", "tiny", "egl"])
+    bk.set_defaults(func=_cmd_bench_worker)
 
     d = sub.add_parser("demo", help="write a small synthetic dataset through the real writer and verify it")
     d.add_argument("--output", default="out/demo", help="dataset folder (resumed if it exists)")

@@ -116,3 +116,32 @@ def test_config_errors_are_clear():
         HostConfig(attempts=0)
     with pytest.raises(ValueError, match="unknown backend 'unity'; choose one of"):
         WorkerHost(HostConfig(backend="unity"))
+
+
+@pytest.mark.ray
+def test_worker_host_as_a_ray_data_actor_pool(tmp_path):
+    """WorkerHost as the GPU stage would use it: a callable class in map_batches over an actor pool."""
+    ray = pytest.importorskip("ray")
+    from ray.data import ActorPoolStrategy
+
+    from raygen.datasets.episode import episode_from_row
+
+    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    try:
+        specs = [{"source": "test", "seed": 7, "index": i, "params": "{}"} for i in range(3)]
+        specs.append({"source": "test", "seed": 7, "index": 3, "params": '{"fault": "error_always"}'})
+        cfg = HostConfig(backend="faulty", worker_module=FAULTY, attempts=2, scratch_dir=str(tmp_path))
+        ds = ray.data.from_items(specs).map_batches(
+            WorkerHost, fn_constructor_kwargs={"config": cfg}, batch_size=1, compute=ActorPoolStrategy(size=1),
+            num_cpus=0.5,
+        )
+        rows = {r["episode_key"]: r for r in ds.take_all()}
+    finally:
+        ray.shutdown()
+    assert sorted(rows) == [f"test-s7-00000{i}" for i in range(4)]
+    bad = rows.pop("test-s7-000003")
+    assert "poison spec" in bad["error"] and bad["attempts"] == 2
+    for key, row in rows.items():
+        assert row["error"] == ""
+        ep = episode_from_row(row)
+        assert ep.episode_key == key and ep.cameras["cam_wrist"].depth.dtype == np.uint16

@@ -104,7 +104,11 @@ class BulletPickPlace:
         p.setAdditionalSearchPath(pybullet_data.getDataPath(), physicsClientId=c)
         p.setGravity(0, 0, -9.81, physicsClientId=c)
         p.setTimeStep(1.0 / (self.fps * self.substeps), physicsClientId=c)
-        p.loadURDF("plane.urdf", [0, 0, -0.75], physicsClientId=c)
+        floor_half = [2.0, 2.0, 0.01]  # a flat box: plane.urdf's texture costs the tiny renderer ~6 ms an image
+        p.createMultiBody(
+            0, p.createCollisionShape(p.GEOM_BOX, halfExtents=floor_half, physicsClientId=c),
+            p.createVisualShape(p.GEOM_BOX, halfExtents=floor_half, rgbaColor=[0.55, 0.57, 0.6, 1], physicsClientId=c),
+            basePosition=[0, 0, -0.76], physicsClientId=c)
         table_half = [0.45, 0.6, 0.375]
         self.table = p.createMultiBody(
             0, p.createCollisionShape(p.GEOM_BOX, halfExtents=table_half, physicsClientId=c),
