@@ -1,0 +1,272 @@
+"""Isaac Sim 5.x adapter for pick-and-place (GPU with RT cores; runs in its own child process).
+
+Everything task-related (scene sampling, waypoints, schedule, success) is in
+raygen.actors.tasks.pick_place and shared with PyBullet; this file only maps
+the PickPlaceSim calls onto Isaac Sim:
+
+- ``SimulationApp({"headless": True, ...})`` is created first; no ``omni.*``,
+  ``pxr`` or ``isaacsim.core`` import happens before it (PhysX and Kit are
+  process singletons: one world per process, which is why WorkerHost hosts
+  one child per simulator).
+- World at 120 Hz physics / 30 Hz rendering, a FixedCuboid table, the Franka
+  from the Isaac assets root, a DynamicCuboid/DynamicCylinder with a
+  high-friction PhysicsMaterial, an overhead and a wrist Camera with
+  distance-to-image-plane depth and intrinsics.
+- Grasps are a USD FixedJoint between the hand and the object (created on
+  attach, removed on detach), the reliable way to hold small objects.
+- Cameras are re-initialized after every world reset, and a few frames are
+  rendered before the first recorded one (the renderer warms up).
+- Each instance gets its own Kit cache, shader cache and data folders
+  (RAYGEN_CACHE_DIR from WorkerHost) and a CPU-thread limit.
+
+Cannot be exercised on a machine without an RTX GPU; see tests/actors/test_isaac.py for what is checked
+without one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from raygen._deps import require
+from raygen.actors.tasks.pick_place import GRIPPER_OPEN, HOME_Q, TCP_D, CameraImage, Scene
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["IsaacPickPlace", "kit_args"]
+
+FRANKA_USD = "/Isaac/Robots/Franka/franka.usd"
+ROBOT_PATH = "/World/Franka"
+OBJECT_PATH = "/World/Object"
+JOINT_PATH = "/World/GraspJoint"
+PAD_OFFSET = np.array([0.0, 0.0, 0.045])
+DOWN_WXYZ = np.array([0.0, 1.0, 0.0, 0.0])  # TCP z axis pointing down (180 deg about x)
+
+
+def kit_args(cache_dir: Path) -> list[str]:
+    """Kit command-line settings that give this instance its own cache, data and log folders."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "/app/tokens/cache": cache_dir / "kit",
+        "/app/tokens/data": cache_dir / "data",
+        "/app/tokens/logs": cache_dir / "logs",
+        "/rtx/shaderDb/cachePath": cache_dir / "shaders",
+        "/rtx/optixDenoiser/cachePath": cache_dir / "optix",
+    }
+    return [f"--{key}={path}" for key, path in paths.items()]
+
+
+def _pose_matrix(position: np.ndarray, quat_wxyz: np.ndarray) -> np.ndarray:
+    w, x, y, z = (float(v) for v in quat_wxyz)
+    r = np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+    ])
+    t = np.eye(4)
+    t[:3, :3], t[:3, 3] = r, np.asarray(position, dtype=np.float64)
+    return t
+
+
+class IsaacPickPlace:
+    """One Isaac Sim process running pick-and-place episodes."""
+
+    name = "isaac"
+    object_kinds = ("cube", "cylinder")
+    camera_names = ("cam_high", "cam_wrist")
+
+    def __init__(self, *, width: int = 512, height: int = 512, physics_hz: float = 120.0, fps: float = 30.0,
+                 warmup_frames: int = 30, cpu_threads: int = 2, assets_root: str | None = None,
+                 franka_usd: str = FRANKA_USD, active_gpu: int = 0):
+        isaacsim = require("isaacsim", "the Isaac Sim backend")
+        cache = Path(os.environ.get("RAYGEN_CACHE_DIR") or Path.home() / ".cache" / "raygen-isaac")
+        self.app = isaacsim.SimulationApp({
+            "headless": True, "width": int(width), "height": int(height), "renderer": "RayTracedLighting",
+            "active_gpu": int(active_gpu), "physics_gpu": int(active_gpu), "multi_gpu": False,
+            "limit_cpu_threads": int(cpu_threads), "anti_aliasing": 0, "extra_args": kit_args(cache),
+        })
+        # Only now may omni / pxr / isaacsim.core be imported.
+        from isaacsim.core.api import World
+        from isaacsim.core.api.materials import PhysicsMaterial
+        from isaacsim.core.api.objects import DynamicCuboid, DynamicCylinder, FixedCuboid
+        from isaacsim.core.prims import SingleArticulation, SingleXFormPrim
+        from isaacsim.core.utils.stage import add_reference_to_stage, get_current_stage
+        from isaacsim.core.utils.types import ArticulationAction
+        from isaacsim.robot_motion.motion_generation import (
+            ArticulationKinematicsSolver,
+            LulaKinematicsSolver,
+            interface_config_loader,
+        )
+        from isaacsim.sensors.camera import Camera
+        from isaacsim.storage.native import get_assets_root_path
+        from pxr import Gf, UsdPhysics
+
+        self._api = {
+            "DynamicCuboid": DynamicCuboid, "DynamicCylinder": DynamicCylinder, "PhysicsMaterial": PhysicsMaterial,
+            "SingleXFormPrim": SingleXFormPrim, "ArticulationAction": ArticulationAction,
+            "get_current_stage": get_current_stage, "Gf": Gf, "UsdPhysics": UsdPhysics,
+        }
+        self.version = f"isaacsim {getattr(isaacsim, '__version__', '5.x')}"
+        self.width, self.height, self.fps = int(width), int(height), float(fps)
+        self.warmup_frames = int(warmup_frames)
+        root = assets_root or get_assets_root_path()
+        if not root:
+            raise RuntimeError("Isaac Sim assets root not found; set backend option assets_root (a local "
+                               "copy of the Isaac assets or their URL)")
+        self.world = World(physics_dt=1.0 / physics_hz, rendering_dt=1.0 / fps, stage_units_in_meters=1.0)
+        self.world.scene.add(FixedCuboid(prim_path="/World/Table", name="table", position=np.array([0.45, 0, -0.375]),
+                                         scale=np.array([0.9, 1.2, 0.75]), color=np.array([0.62, 0.48, 0.33])))
+        add_reference_to_stage(usd_path=root + franka_usd, prim_path=ROBOT_PATH)
+        self.robot = self.world.scene.add(SingleArticulation(prim_path=ROBOT_PATH, name="franka"))
+        self._hand = SingleXFormPrim(f"{ROBOT_PATH}/panda_hand")
+        self._flange = SingleXFormPrim(f"{ROBOT_PATH}/panda_link8")
+        self._fingers = [SingleXFormPrim(f"{ROBOT_PATH}/panda_leftfinger"),
+                         SingleXFormPrim(f"{ROBOT_PATH}/panda_rightfinger")]
+        self.cameras = {
+            "cam_high": Camera(prim_path="/World/cam_high", resolution=(self.width, self.height), frequency=int(fps),
+                               position=np.array([1.15, 0.0, 0.85])),
+            "cam_wrist": Camera(prim_path=f"{ROBOT_PATH}/panda_hand/cam_wrist", resolution=(self.width, self.height),
+                                frequency=int(fps), translation=np.array([0.06, 0.0, 0.02])),
+        }
+        self._material = PhysicsMaterial(prim_path="/World/Materials/grip", static_friction=1.5,
+                                         dynamic_friction=1.5, restitution=0.0)
+        self._object = None
+        self._object_index = 0
+        self.world.reset()
+        kin_cfg = interface_config_loader.load_supported_lula_kinematics_solver_config("Franka")
+        self._lula = LulaKinematicsSolver(**kin_cfg)
+        self._ik = ArticulationKinematicsSolver(self.robot, self._lula, "right_gripper")
+        self._init_cameras()
+
+    # ------------------------------------------------------------------ helpers
+    def _init_cameras(self) -> None:
+        for cam in self.cameras.values():
+            cam.initialize()  # again after every world.reset(): Isaac 4.5+ drops render products on reset
+            cam.add_distance_to_image_plane_to_frame()
+        self._look_at_table()
+
+    def _look_at_table(self) -> None:
+        from isaacsim.core.utils.rotations import euler_angles_to_quat
+
+        # overhead camera: pitched down towards the table centre, world axes (+x forward, +z up)
+        pitch = np.arctan2(0.85, 1.15 - 0.45)
+        self.cameras["cam_high"].set_world_pose(
+            position=np.array([1.15, 0.0, 0.85]),
+            orientation=euler_angles_to_quat(np.array([0.0, pitch, np.pi])), camera_axes="world")
+        # wrist camera: looks along the fingers (the hand's +z), tilted 15 degrees towards them
+        self.cameras["cam_wrist"].set_local_pose(
+            translation=np.array([0.06, 0.0, 0.02]),
+            orientation=euler_angles_to_quat(np.array([np.radians(-15), 0.0, -np.pi / 2])), camera_axes="ros")
+
+    def _render(self, frames: int) -> None:
+        for _ in range(frames):
+            self.world.step(render=True)
+
+    # ------------------------------------------------------------------ PickPlaceSim
+    def reset(self, scene: Scene) -> None:
+        api = self._api
+        self.detach()
+        stage = api["get_current_stage"]()
+        if stage.GetPrimAtPath(OBJECT_PATH).IsValid():
+            self.world.scene.remove_object(f"object{self._object_index}")
+            stage.RemovePrim(OBJECT_PATH)
+        self._object_index += 1
+        s = scene.object_size
+        common = dict(prim_path=OBJECT_PATH, name=f"object{self._object_index}", mass=0.08,
+                      position=np.array([*scene.object_xy, s / 2 + 1e-3]), color=np.array(scene.rgba[:3]),
+                      physics_material=self._material)
+        if scene.object_kind == "cylinder":
+            obj = api["DynamicCylinder"](radius=s / 2, height=s, **common)
+        else:
+            obj = api["DynamicCuboid"](scale=np.array([s, s, s]), **common)
+        self._object = self.world.scene.add(obj)
+        self.world.reset()
+        self.robot.set_joint_positions(np.concatenate([HOME_Q, [GRIPPER_OPEN, GRIPPER_OPEN]]))
+        self._init_cameras()
+        self._render(self.warmup_frames)
+
+    def ik(self, target_xyz: np.ndarray, q_seed: np.ndarray) -> np.ndarray | None:
+        base_pos, base_rot = self.robot.get_world_pose()
+        self._lula.set_robot_base_pose(base_pos, base_rot)
+        action, ok = self._ik.compute_inverse_kinematics(target_position=np.asarray(target_xyz),
+                                                         target_orientation=DOWN_WXYZ)
+        return np.asarray(action.joint_positions[:7], dtype=np.float64) if ok else None
+
+    def step(self, q_target: np.ndarray, gripper_target: float) -> None:
+        action = self._api["ArticulationAction"](joint_positions=np.concatenate([q_target, [gripper_target] * 2]))
+        self.robot.apply_action(action)
+        self.world.step(render=True)  # one rendering_dt: 4 physics steps at 120 Hz
+
+    def joint_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        q = np.asarray(self.robot.get_joint_positions(), dtype=np.float64)
+        qd = np.asarray(self.robot.get_joint_velocities(), dtype=np.float64)
+        return q[:7], qd[:7], q[7:9]
+
+    def flange_pose(self) -> np.ndarray:
+        return _pose_matrix(*self._flange.get_world_pose())
+
+    def tcp_position(self) -> np.ndarray:
+        return (_pose_matrix(*self._hand.get_world_pose()) @ np.array([0, 0, TCP_D - 0.0, 1.0]))[:3]
+
+    def finger_pads(self) -> np.ndarray:
+        return np.stack([(_pose_matrix(*f.get_world_pose()) @ np.append(PAD_OFFSET, 1.0))[:3]
+                         for f in self._fingers])
+
+    def object_position(self) -> np.ndarray:
+        return np.asarray(self._object.get_world_pose()[0], dtype=np.float64)
+
+    def attach(self) -> None:
+        api = self._api
+        stage = api["get_current_stage"]()
+        hand = _pose_matrix(*self._hand.get_world_pose())
+        obj = _pose_matrix(*self._object.get_world_pose())
+        rel = np.linalg.inv(hand) @ obj
+        joint = api["UsdPhysics"].FixedJoint.Define(stage, JOINT_PATH)
+        joint.CreateBody0Rel().SetTargets([f"{ROBOT_PATH}/panda_hand"])
+        joint.CreateBody1Rel().SetTargets([OBJECT_PATH])
+        gf = api["Gf"]
+        joint.CreateLocalPos0Attr().Set(gf.Vec3f(*rel[:3, 3].tolist()))
+        q = gf.Matrix3d(*rel[:3, :3].T.reshape(-1).tolist()).ExtractRotation().GetQuat()
+        joint.CreateLocalRot0Attr().Set(gf.Quatf(q))
+        joint.CreateLocalPos1Attr().Set(gf.Vec3f(0.0, 0.0, 0.0))
+        joint.CreateLocalRot1Attr().Set(gf.Quatf(1.0, 0.0, 0.0, 0.0))
+
+    def detach(self) -> None:
+        stage = self._api["get_current_stage"]()
+        if stage.GetPrimAtPath(JOINT_PATH).IsValid():
+            stage.RemovePrim(JOINT_PATH)
+
+    def render(self) -> dict[str, CameraImage]:
+        out = {}
+        for name, cam in self.cameras.items():
+            rgb = np.asarray(cam.get_rgba())[..., :3].astype(np.uint8)
+            depth_m = np.asarray(cam.get_depth(), dtype=np.float64)
+            valid = np.isfinite(depth_m) & (depth_m > 0)
+            mm = np.where(valid, np.round(np.where(valid, depth_m, 0) * 1000.0), 0).clip(0, 65535).astype(np.uint16)
+            position, quat = cam.get_world_pose(camera_axes="ros")  # ros = OpenCV axes: x right, y down, z fwd
+            out[name] = CameraImage(rgb=np.ascontiguousarray(rgb), depth_mm=mm, pose=_pose_matrix(position, quat))
+        return out
+
+    def intrinsics(self, camera: str) -> np.ndarray:
+        return np.asarray(self.cameras[camera].get_intrinsics_matrix(), dtype=np.float64)
+
+    def camera_is_moving(self, camera: str) -> bool:
+        return camera == "cam_wrist"
+
+    def gripper_geometry(self) -> dict[str, Any]:
+        return {
+            "gripper": "franka_hand", "model": f"Isaac assets {FRANKA_USD}", "flange_link": "panda_link8",
+            "tcp": f"panda_hand + {TCP_D} m along z", "pad_offset_in_finger_frame_m": PAD_OFFSET.tolist(),
+            "finger_links": ["panda_leftfinger", "panda_rightfinger"],
+            "tracks": ["centroid", "left_pad", "right_pad"],
+        }
+
+    def close(self) -> None:
+        try:
+            self.app.close()
+        except Exception:  # the app may already be gone after a crash
+            logger.debug("SimulationApp.close failed", exc_info=True)

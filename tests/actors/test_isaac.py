@@ -1,0 +1,92 @@
+"""The Isaac Sim backend without Isaac Sim: clean imports, the install message, the worker protocol.
+
+What remains unverified here: the isaacsim calls themselves (no RTX GPU, no isaacsim install).
+`test_isaac_episode_on_gpu` runs a real episode where isaacsim is importable.
+"""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from raygen._deps import MissingDependencyError
+from raygen.actors.host import HostConfig, WorkerHost
+from raygen.actors.isaac.sim import kit_args
+from raygen.actors.registry import check_backend
+from raygen.actors.spec import EpisodeSpec
+from raygen.datasets.episode import validate_episode
+
+HAVE_ISAAC = subprocess.run([sys.executable, "-c", "import isaacsim"], capture_output=True).returncode == 0
+SIM = Path(__file__).resolve().parents[2] / "raygen" / "actors" / "isaac" / "sim.py"
+
+
+def test_imports_cleanly_without_isaacsim():
+    code = "import sys, raygen.actors.isaac.worker, raygen.actors.isaac.sim; print('isaacsim' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_no_omni_import_before_simulation_app():
+    """Kit requires SimulationApp to exist before any omni/pxr/isaacsim.core import: only imports
+    inside IsaacPickPlace.__init__, after the SimulationApp call, may name them."""
+    tree = ast.parse(SIM.read_text())
+    heavy = ("omni", "pxr", "isaacsim.")
+    for node in tree.body:  # module level
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            assert not any(n.startswith(heavy) for n in names), ast.unparse(node)
+    init = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "__init__")
+    calls = [n for n in ast.walk(init) if isinstance(n, ast.Call) and "SimulationApp" in ast.unparse(n.func)]
+    app_line = calls[0].lineno
+    for node in ast.walk(init):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(heavy):
+            assert node.lineno > app_line, ast.unparse(node)
+
+
+@pytest.mark.skipif(HAVE_ISAAC, reason="isaacsim is installed here")
+def test_driver_check_names_the_install_command():
+    with pytest.raises(MissingDependencyError, match=r"pip install 'isaacsim\[all,extscache\]==5.1.0'"):
+        check_backend("isaac")
+    assert check_backend("isaac", python="/isaac-sim/python.sh").custom_resource == "rtx"
+
+
+@pytest.mark.skipif(HAVE_ISAAC, reason="isaacsim is installed here")
+def test_child_without_isaacsim_gives_an_error_row_with_the_fix(tmp_path):
+    host = WorkerHost(HostConfig(backend="isaac", attempts=1, scratch_dir=str(tmp_path)))
+    res = host.run(EpisodeSpec("isaac-pick_place", 0, 0))
+    host.close()
+    assert not res.ok
+    assert "backend failed to start: MissingDependencyError" in res.error and "pip install 'isaacsim" in res.error
+
+
+def test_worker_protocol_with_a_stand_in_simulator(tmp_path):
+    host = WorkerHost(HostConfig(backend="isaac", worker_module="tests.actors.fake_isaac_worker",
+                                 options={"width": 32, "height": 32, "warmup_frames": 5,
+                                          "task": {"steps_per_segment": 10}},
+                                 scratch_dir=str(tmp_path)))
+    res = host.run(EpisodeSpec("isaac-pick_place", 0, 3))
+    host.close()
+    assert res.ok, res.error
+    validate_episode(res.episode, cameras={"cam_high", "cam_wrist"}, state_dim=23, action_dim=8)
+    caps = host.backend_info["capabilities"]
+    assert host.backend_info["backend"] == "isaac" and caps["gpu"] is True and caps["resolution"] == [32, 32]
+    assert res.episode.state.shape[0] == 90
+
+
+def test_each_instance_gets_its_own_caches(tmp_path):
+    a, b = kit_args(tmp_path / "a"), kit_args(tmp_path / "b")
+    assert len(a) == len(b) >= 4 and not set(a) & set(b)
+    assert any(x.startswith("--/rtx/shaderDb/cachePath=") for x in a)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAVE_ISAAC, reason="needs isaacsim and an RTX GPU")
+def test_isaac_episode_on_gpu(tmp_path):
+    host = WorkerHost(HostConfig(backend="isaac", options={"width": 256, "height": 256},
+                                 startup_timeout_s=600, episode_timeout_s=900, scratch_dir=str(tmp_path)))
+    res = host.run(EpisodeSpec("isaac-pick_place", 0, 0))
+    host.close()
+    assert res.ok, res.error
+    validate_episode(res.episode)
