@@ -15,7 +15,7 @@ def test_bench_writer_prints_the_ratio(capsys):
 
 def test_demo_writes_a_valid_dataset_and_resumes(capsys, tmp_path):
     args = ["demo", "--output", str(tmp_path / "demo"), "--episodes", "3", "--frames", "8", "--size", "32",
-            "--shard-size", "2"]
+            "--shard-size", "2", "--source", "synthetic"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "SYNTHETIC" in out and "wrote 3 new episodes (3 in total)" in out and "RESULT: VALID" in out
@@ -27,3 +27,14 @@ def test_demo_writes_a_valid_dataset_and_resumes(capsys, tmp_path):
 def test_verify_missing_path_is_an_error(capsys, tmp_path):
     assert main(["verify", str(tmp_path / "nope")]) == 1
     assert "meta/info.json: missing" in capsys.readouterr().out
+
+
+def test_demo_with_pybullet_workers(capsys, tmp_path):
+    args = ["demo", "--output", str(tmp_path / "demo"), "--episodes", "2", "--size", "32", "--workers", "2"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "wrote 2 new episodes (2 in total)" in out and "RESULT: VALID" in out
+    from raygen.datasets.reader import DatasetReader
+
+    ep = DatasetReader(tmp_path / "demo").episode("bullet-pick_place-s0-000001")
+    assert ep.state.shape == (270, 23) and ep.provenance["backend"] == "bullet"
