@@ -27,19 +27,20 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from raygen._deps import require
-from raygen.actors.tasks.pick_place import GRIPPER_OPEN, HOME_Q, TCP_D, CameraImage, Scene
+from raygen.actors.tasks.pick_place import GRIPPER_OPEN, HOME_Q, TCP_D, CameraImage, Scene, quat_wxyz
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["IsaacPickPlace", "kit_args"]
+__all__ = ["IsaacPickPlace", "isolate_caches", "kit_args"]
 
-FRANKA_USD = "/Isaac/Robots/Franka/franka.usd"
+FRANKA_USD = "/Isaac/Robots/FrankaRobotics/FrankaPanda/franka.usd"  # 5.x layout (4.x: /Isaac/Robots/Franka/)
 ROBOT_PATH = "/World/Franka"
 OBJECT_PATH = "/World/Object"
 JOINT_PATH = "/World/GraspJoint"
@@ -47,8 +48,22 @@ PAD_OFFSET = np.array([0.0, 0.0, 0.045])
 DOWN_WXYZ = np.array([0.0, 1.0, 0.0, 0.0])  # TCP z axis pointing down (180 deg about x)
 
 
+def isolate_caches(cache_dir: Path) -> None:
+    """Give this process its own Kit portable root and GPU shader/OptiX/CUDA/Warp caches, before Kit starts.
+
+    SimulationApp adds ``--portable`` (Kit's cache, data and logs inside the shared install) unless
+    ``--portable-root`` is on the process's own command line, so it goes into ``sys.argv``.
+    """
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    if "--portable-root" not in sys.argv:
+        sys.argv += ["--portable-root", str(cache_dir / "kit-root")]
+    for var, sub in (("OPTIX_CACHE_PATH", "optix"), ("CUDA_CACHE_PATH", "cuda"),
+                     ("__GL_SHADER_DISK_CACHE_PATH", "gl"), ("WARP_CACHE_PATH", "warp")):
+        os.environ[var] = str(cache_dir / sub)
+
+
 def kit_args(cache_dir: Path) -> list[str]:
-    """Kit command-line settings that give this instance its own cache, data and log folders."""
+    """Kit settings that point this instance's cache, data and log tokens at its own folders."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     paths = {
         "/app/tokens/cache": cache_dir / "kit",
@@ -60,8 +75,8 @@ def kit_args(cache_dir: Path) -> list[str]:
     return [f"--{key}={path}" for key, path in paths.items()]
 
 
-def _pose_matrix(position: np.ndarray, quat_wxyz: np.ndarray) -> np.ndarray:
-    w, x, y, z = (float(v) for v in quat_wxyz)
+def _pose_matrix(position: np.ndarray, quat: np.ndarray) -> np.ndarray:
+    w, x, y, z = (float(v) for v in quat)
     r = np.array([
         [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
         [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
@@ -84,8 +99,9 @@ class IsaacPickPlace:
                  franka_usd: str = FRANKA_USD, active_gpu: int = 0):
         isaacsim = require("isaacsim", "the Isaac Sim backend")
         cache = Path(os.environ.get("RAYGEN_CACHE_DIR") or Path.home() / ".cache" / "raygen-isaac")
+        isolate_caches(cache)
         self.app = isaacsim.SimulationApp({
-            "headless": True, "width": int(width), "height": int(height), "renderer": "RayTracedLighting",
+            "headless": True, "width": int(width), "height": int(height), "renderer": "RaytracedLighting",
             "active_gpu": int(active_gpu), "physics_gpu": int(active_gpu), "multi_gpu": False,
             "limit_cpu_threads": int(cpu_threads), "anti_aliasing": 0, "extra_args": kit_args(cache),
         })
@@ -230,8 +246,8 @@ class IsaacPickPlace:
         joint.CreateBody1Rel().SetTargets([OBJECT_PATH])
         gf = api["Gf"]
         joint.CreateLocalPos0Attr().Set(gf.Vec3f(*rel[:3, 3].tolist()))
-        q = gf.Matrix3d(*rel[:3, :3].T.reshape(-1).tolist()).ExtractRotation().GetQuat()
-        joint.CreateLocalRot0Attr().Set(gf.Quatf(q))
+        w, x, y, z = (float(v) for v in quat_wxyz(rel[:3, :3]))
+        joint.CreateLocalRot0Attr().Set(gf.Quatf(w, x, y, z))
         joint.CreateLocalPos1Attr().Set(gf.Vec3f(0.0, 0.0, 0.0))
         joint.CreateLocalRot1Attr().Set(gf.Quatf(1.0, 0.0, 0.0, 0.0))
 

@@ -31,6 +31,7 @@ __all__ = [
     "PickPlaceSim",
     "Scene",
     "panda_fk",
+    "quat_wxyz",
     "panda_ik",
     "run_pick_place",
     "sample_scene",
@@ -205,7 +206,7 @@ class PickPlaceSim(Protocol):
     def gripper_geometry(self) -> dict[str, Any]: ...
 
 
-def _quat_wxyz(r: np.ndarray) -> np.ndarray:
+def quat_wxyz(r: np.ndarray) -> np.ndarray:
     """Rotation matrix -> unit quaternion (w, x, y, z) with w >= 0."""
     m = r
     tr = m[0, 0] + m[1, 1] + m[2, 2]
@@ -310,7 +311,7 @@ def run_pick_place(sim: PickPlaceSim, spec: EpisodeSpec, params: PickPlaceParams
         q, qd, fingers = sim.joint_state()
         f = sim.flange_pose()
         tcp_pose = panda_fk(q)  # orientation of the TCP for the quaternion (position from the sim)
-        state[t] = np.concatenate([q, qd, fingers, sim.tcp_position(), _quat_wxyz(tcp_pose[:3, :3])])
+        state[t] = np.concatenate([q, qd, fingers, sim.tcp_position(), quat_wxyz(tcp_pose[:3, :3])])
         flange[t], opening[t], pads[t] = f, float(fingers.sum()), sim.finger_pads()
         t1 = time.perf_counter()
         for cam, img in sim.render().items():
