@@ -145,3 +145,34 @@ def test_worker_host_as_a_ray_data_actor_pool(tmp_path):
         assert row["error"] == ""
         ep = episode_from_row(row)
         assert ep.episode_key == key and ep.cameras["cam_wrist"].depth.dtype == np.uint16
+
+
+def test_child_exits_when_its_host_is_killed(tmp_path):
+    """A Ray actor can be SIGKILLed without running finalizers: its child must not outlive it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, time\n"
+        "from raygen.actors.host import HostConfig, WorkerHost\n"
+        "from raygen.actors.spec import EpisodeSpec\n"
+        f"h = WorkerHost(HostConfig(backend='faulty', worker_module='{FAULTY}', scratch_dir=sys.argv[1]))\n"
+        "assert h.run(EpisodeSpec('test', 7, 0)).ok\n"
+        "print(h.child_pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    child = int(proc.stdout.readline())
+    os.kill(child, 0)  # alive
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        os.kill(child, signal.SIGKILL)
+        pytest.fail(f"child {child} outlived its killed host")
