@@ -72,6 +72,7 @@ def test_worker_protocol_with_a_stand_in_simulator(tmp_path):
     validate_episode(res.episode, cameras={"cam_high", "cam_wrist"}, state_dim=23, action_dim=8)
     caps = host.backend_info["capabilities"]
     assert host.backend_info["backend"] == "isaac" and caps["gpu"] is True and caps["resolution"] == [32, 32]
+    assert caps["simulator"] == "bullet"  # the stand-in
     assert res.episode.state.shape[0] == 90
 
 

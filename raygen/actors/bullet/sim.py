@@ -304,6 +304,10 @@ class BulletPickPlace:
     def intrinsics(self, camera: str) -> np.ndarray:
         return self._k.copy()
 
+    def capabilities(self) -> dict[str, Any]:
+        return {"resolution": [self.height, self.width], "renderer": self.renderer_name,
+                "render_probe_s": self.render_probe}
+
     def camera_is_moving(self, camera: str) -> bool:
         return camera == "cam_wrist"
 

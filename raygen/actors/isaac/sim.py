@@ -267,6 +267,9 @@ class IsaacPickPlace:
             out[name] = CameraImage(rgb=np.ascontiguousarray(rgb), depth_mm=mm, pose=_pose_matrix(position, quat))
         return out
 
+    def capabilities(self) -> dict[str, Any]:
+        return {"resolution": [self.height, self.width], "renderer": "RaytracedLighting"}
+
     def intrinsics(self, camera: str) -> np.ndarray:
         return np.asarray(self.cameras[camera].get_intrinsics_matrix(), dtype=np.float64)
 
