@@ -246,7 +246,8 @@ def _iter_window(path: Path, start: float, n: int, fps: float) -> Iterator[av.Vi
     half = 0.5 / fps
     with av.open(str(path)) as c:
         s = c.streams.video[0]
-        s.thread_type = "AUTO"
+        # No frame threading: freeing a frame-threaded decoder that stopped mid-stream (as this window
+        # does) can deadlock inside avcodec_free_context (seen with h264 after 2 of ~40 runs).
         if start > 0:
             c.seek(int(max(0.0, start - half) / s.time_base), stream=s, backward=True, any_frame=False)
         got = 0
