@@ -304,6 +304,7 @@ def run_pick_place(sim: PickPlaceSim, spec: EpisodeSpec, params: PickPlaceParams
     pads = np.zeros((t_frames, 2, 3))
     images: dict[str, list[CameraImage]] = {c: [] for c in sim.camera_names}
     grasped = attached = False
+    grasp_distance = float("nan")
     t_physics = t_render = 0.0
     for t in range(t_frames):
         # observe, then act: frame t shows the world before action t is applied
@@ -320,6 +321,7 @@ def run_pick_place(sim: PickPlaceSim, spec: EpisodeSpec, params: PickPlaceParams
         sim.step(q_tgt[t], g_tgt[t])
         if t == close_end:
             hand, obj = sim.tcp_position(), sim.object_position()
+            grasp_distance = float(np.linalg.norm(hand - obj))
             near = np.linalg.norm(hand[:2] - obj[:2]) <= params.grasp_xy_tol
             if near and abs(hand[2] - obj[2]) <= params.grasp_z_tol:
                 sim.attach()
@@ -368,7 +370,7 @@ def run_pick_place(sim: PickPlaceSim, spec: EpisodeSpec, params: PickPlaceParams
         gripper_geometry=sim.gripper_geometry(),
         frame_features={"contact.pads": pads.astype(np.float32), "task.phase": phase.astype(np.int64)},
         metrics={
-            "task.grasped": grasped, "task.place_error_m": place_err, "task.at_home": at_home,
+            "task.grasped": grasped, "task.grasp_distance_m": grasp_distance, "task.place_error_m": place_err, "task.at_home": at_home,
             "task.object_resting": resting, "task.ik_fallbacks": fallbacks,
             "scene.object_x": scene.object_xy[0], "scene.object_y": scene.object_xy[1],
             "scene.place_x": scene.place_xy[0], "scene.place_y": scene.place_xy[1],
