@@ -370,7 +370,8 @@ def run_pick_place(sim: PickPlaceSim, spec: EpisodeSpec, params: PickPlaceParams
         gripper_geometry=sim.gripper_geometry(),
         frame_features={"contact.pads": pads.astype(np.float32), "task.phase": phase.astype(np.int64)},
         metrics={
-            "task.grasped": grasped, "task.grasp_distance_m": grasp_distance, "task.place_error_m": place_err, "task.at_home": at_home,
+            "task.grasped": grasped, "task.grasp_distance_m": grasp_distance,
+            "task.place_error_m": place_err, "task.at_home": at_home,
             "task.object_resting": resting, "task.ik_fallbacks": fallbacks,
             "scene.object_x": scene.object_xy[0], "scene.object_y": scene.object_xy[1],
             "scene.place_x": scene.place_xy[0], "scene.place_y": scene.place_xy[1],
