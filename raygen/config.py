@@ -1,0 +1,164 @@
+"""Run configuration: typed, frozen, strict pydantic models loaded from YAML, with ``--set`` overrides.
+
+Every field is documented where it is declared; that text is the CLI help. An unknown key is an
+error that names it and lists the keys that are allowed there; a bad value names the file, the field
+and the value.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = ["ConfigError", "RunConfig", "load_config", "parse_overrides"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(_Strict):
+    backend: Literal["bullet", "isaac"] = Field("bullet",
+                                                description="Simulator backend: bullet (CPU) or isaac (RTX GPU).")
+    task: Literal["pick_place"] = Field("pick_place", description="Task to generate.")
+    episodes: int = Field(8, ge=1, description="Number of episodes in the run (specs 0..episodes-1).")
+    seed: int = Field(0, ge=0, description="Run seed; an episode is (source, seed, index) and always the same.")
+    width: int = Field(128, ge=8, description="Camera image width in pixels (even).")
+    height: int = Field(128, ge=8, description="Camera image height in pixels (even).")
+    task_params: dict[str, Any] = Field(default_factory=dict,
+                                        description="Task parameters (PickPlaceParams fields, e.g. steps_per_segment).")
+    backend_options: dict[str, Any] = Field(default_factory=dict,
+                                            description="Extra backend options (bullet: renderer, robot_visual, ...).")
+    python: str | None = Field(None, description="Interpreter for the simulator process, e.g. Isaac Sim's python.sh.")
+
+    @field_validator("width", "height")
+    @classmethod
+    def _even(cls, v: int) -> int:
+        if v % 2:
+            raise ValueError(f"must be even for yuv420p video, got {v}")
+        return v
+
+    @property
+    def name(self) -> str:
+        return f"{self.backend}-{self.task}"
+
+
+class ResourcesConfig(_Strict):
+    workers_per_gpu: float = Field(1, gt=0, description="Simulator processes per GPU (fractions share a GPU).")
+    num_gpus: int | Literal["auto"] = Field("auto", description="GPUs to use; auto = every GPU Ray sees.")
+    cpu_workers: int = Field(1, ge=1, description="Simulator processes when the backend runs on CPU (bullet).")
+    cpus_per_worker: float = Field(0.5, gt=0, description="CPUs Ray reserves per simulator actor.")
+    cpu_threads: int = Field(1, ge=1, description="Thread cap (OMP/MKL) inside each simulator process.")
+    episode_timeout_s: float = Field(600, gt=0,
+                                     description="Kill and retry a simulator stuck this long on one episode.")
+    startup_timeout_s: float = Field(180, gt=0, description="Kill and retry a simulator not ready after this long.")
+    attempts: int = Field(3, ge=1, description="Tries per episode before it is recorded as rejected.")
+
+
+class QualityConfig(_Strict):
+    min_score: float = Field(0.7, ge=0, le=1, description="Keep episodes scoring at least this.")
+    require_success: bool = Field(True, description="Reject episodes whose task failed.")
+
+
+class FlowConfig(_Strict):
+    step_m: float = Field(0.001, gt=0, description="Normalized flow step along the gripper path, metres.")
+
+
+class DiversityConfig(_Strict):
+    reject_duplicates: bool = Field(False, description="Reject near-duplicates of earlier episodes.")
+    duplicate_threshold: float = Field(0.02, ge=0, description="Novelty below this counts as a near-duplicate.")
+
+
+class StagesConfig(_Strict):
+    quality: QualityConfig = Field(default_factory=QualityConfig)
+    flow: FlowConfig = Field(default_factory=FlowConfig)
+    diversity: DiversityConfig = Field(default_factory=DiversityConfig)
+
+
+class OutputConfig(_Strict):
+    path: str = Field("out/pick_place", description="Dataset folder (resumed when it exists).")
+    shard_size: int = Field(8, ge=1, description="Episodes per shard (one data/video/depth file each).")
+    video_codec: str = Field("libsvtav1", description="Colour video encoder (libsvtav1, libx264, ...).")
+    crf: int = Field(30, ge=0, le=63, description="Video quality (lower is better).")
+    gop: int = Field(2, ge=1, description="Keyframe interval.")
+
+
+class RunConfig(_Strict):
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    stages: StagesConfig = Field(default_factory=StagesConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+
+class ConfigError(ValueError):
+    """A config that cannot run: every problem with its field, value and what is allowed."""
+
+
+def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+            return []
+        model = field.annotation
+    return sorted(model.model_fields)
+
+
+def _describe(exc: ValidationError, where: str) -> ConfigError:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        path = ".".join(str(p) for p in loc)
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{path}: unknown key; known keys here: {_known_keys(RunConfig, loc)}")
+        else:
+            lines.append(f"{path}: {err['msg']} (got {err.get('input')!r})")
+    return ConfigError(f"{where}: invalid config ({len(lines)} problem{'s' * (len(lines) != 1)}):\n"
+                       + "\n".join(f"  - {line}" for line in lines))
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["stages.quality.min_score=0.8"]`` -> nested dict; values are YAML (numbers, bools, lists)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. stages.quality.min_score=0.8")
+        key, raw = item.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for k, v in over.items():
+        merged[k] = _merge(merged[k], v) if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
+    return merged
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                output: str | None = None) -> RunConfig:
+    """Load a YAML config (or the defaults), apply ``--set`` overrides and ``--output``, validate."""
+    where = str(path) if path else "<defaults>"
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{where}: no such config file") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{where}: not valid YAML ({exc})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: the top level must be a mapping of sections, got {type(data).__name__}")
+    data = _merge(data, parse_overrides(overrides or []))
+    if output:
+        data = _merge(data, {"output": {"path": output}})
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise _describe(exc, where) from None
