@@ -1,0 +1,58 @@
+import pytest
+
+from raygen.cluster.plan import ClusterResources, episode_specs, make_plan
+from raygen.config import ConfigError, load_config
+
+
+def test_cpu_backend_on_two_cpus_leaves_room_for_the_stages():
+    plan = make_plan(load_config(None, ["resources.cpu_workers=2"]), ClusterResources(cpus=2, gpus=0))
+    assert plan.workers == 2 and plan.num_gpus == 0 and plan.workers * plan.num_cpus <= 2 - plan.stage_cpus
+    assert plan.actor_options() == {"num_cpus": plan.num_cpus}
+
+
+def test_workers_per_gpu_and_rtx_for_isaac():
+    cfg = load_config(None, ["source.backend=isaac", "resources.workers_per_gpu=2"])
+    plan = make_plan(cfg, ClusterResources(cpus=16, gpus=4, custom={"rtx": 4}))
+    assert plan.workers == 8 and plan.num_gpus == 0.5 and plan.resources == {"rtx": 0.5}
+    assert plan.actor_options() == {"num_cpus": 0.5, "num_gpus": 0.5, "resources": {"rtx": 0.5}}
+
+
+@pytest.mark.parametrize("cluster,match", [
+    (ClusterResources(cpus=8, gpus=0), "needs GPUs, but the Ray cluster has 0"),
+    (ClusterResources(cpus=8, gpus=2), "no node advertises the 'rtx' resource"),
+])
+def test_isaac_where_it_cannot_run(cluster, match):
+    with pytest.raises(ConfigError, match=match):
+        make_plan(load_config(None, ["source.backend=isaac"]), cluster)
+
+
+def test_specs_are_deterministic_and_skip_committed():
+    cfg = load_config(None, ["source.episodes=4", "source.seed=9"])
+    specs = episode_specs(cfg, skip={"bullet-pick_place-s9-000001"})
+    assert [s.episode_key for s in specs] == [f"bullet-pick_place-s9-00000{i}" for i in (0, 2, 3)]
+
+
+@pytest.mark.ray
+def test_eight_hosts_spread_over_four_gpu_ids():
+    """ray.init(num_gpus=4) declares fake GPUs here; Ray packs two 0.5-GPU actors per GPU id."""
+    ray = pytest.importorskip("ray")
+    cfg = load_config(None, ["source.backend=isaac", "resources.workers_per_gpu=2"])
+    ray.init(num_cpus=2, num_gpus=4, resources={"rtx": 4}, include_dashboard=False, log_to_driver=False)
+    try:
+        from raygen.cluster.plan import discover
+
+        plan = make_plan(cfg, discover())
+        assert plan.workers == 8
+
+        @ray.remote
+        class Probe:
+            def gpu(self):
+                import os
+
+                return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+        actors = [Probe.options(**plan.actor_options()).remote() for _ in range(plan.workers)]
+        ids = ray.get([a.gpu.remote() for a in actors], timeout=60)
+    finally:
+        ray.shutdown()
+    assert sorted(ids) == ["0", "0", "1", "1", "2", "2", "3", "3"]
