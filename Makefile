@@ -21,7 +21,7 @@ $(RUNTIME): pyproject.toml | $(VENV)/bin/python
 
 ## demo: create .venv, install, run the main job on the embedded default
 demo: $(RUNTIME)
-	$(VENV)/bin/raygen demo --output out/demo
+	$(VENV)/bin/raygen run configs/pick_place_local.yaml
 
 ## test: create .venv, install with dev extras, run the test suite (CPU, no GPU)
 test: $(STAMP)

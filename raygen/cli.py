@@ -31,6 +31,16 @@ def _cmd_bench_writer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from raygen.config import load_config
+    from raygen.pipelines.run import run
+
+    config = load_config(args.config, args.set, args.output)
+    summary = run(config)
+    print(summary.format())
+    return 0 if summary.verify_ok in (True, None) and not summary.stopped else 1
+
+
 def _cmd_bench_worker(args: argparse.Namespace) -> int:
     from raygen.bench import bench_worker, format_worker_bench
 
@@ -100,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"raygen {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run a config: simulate, filter, add flow, encode, commit (resumes)")
+    r.add_argument("config", help="run config (YAML), e.g. configs/pick_place_local.yaml")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set stages.quality.min_score=0.8 (repeatable)")
+    r.add_argument("--output", default=None, help="dataset folder (overrides output.path)")
+    r.set_defaults(func=_cmd_run)
 
     v = sub.add_parser("verify", help="check a LeRobot v3.0 / raygen dataset and print a per-check report")
     v.add_argument("path", help="dataset root (the folder holding meta/info.json)")

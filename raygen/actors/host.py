@@ -30,9 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import raygen
+from raygen._rows import batch_to_row, rows_to_batch
 from raygen.actors._child import OPTIONS_ENV, PROTO_ENV
 from raygen.actors._episode_io import read_episode
 from raygen.actors.registry import worker_module
@@ -103,6 +102,7 @@ class HostResult:
     def to_row(self) -> dict[str, Any]:
         meta = {"error": self.error, "attempts": self.attempts, "host_timing": json.dumps(self.timing)}
         if self.episode is not None:
+            self.episode.metrics["host.attempts"] = self.attempts
             return {**episode_to_row(self.episode), **meta, "stderr_tail": ""}
         return {"episode_key": self.episode_key, **meta, "stderr_tail": self.stderr_tail}
 
@@ -378,20 +378,5 @@ class WorkerHost:
     # ------------------------------------------------------------------ Ray Data
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         """One batch of specs (columns source, seed, index, params) -> one batch of episode/error rows."""
-        n = len(batch["index"])
-        rows = []
-        for i in range(n):
-            spec = EpisodeSpec.from_dict({k: _scalar(batch[k][i]) for k in ("source", "seed", "index", "params")})
-            rows.append(self.run(spec).to_row())
-        keys = list(dict.fromkeys(k for r in rows for k in r))
-        return {k: _column([r.get(k) for r in rows]) for k in keys}
-
-
-def _scalar(v: Any) -> Any:
-    return v.item() if isinstance(v, np.generic) else v
-
-
-def _column(values: list[Any]) -> Any:
-    if all(isinstance(v, np.ndarray) for v in values) and len({v.shape for v in values}) == 1:
-        return np.stack(values)
-    return values
+        rows = [self.run(EpisodeSpec.from_dict(batch_to_row(batch, i))).to_row() for i in range(len(batch["index"]))]
+        return rows_to_batch(rows)

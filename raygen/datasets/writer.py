@@ -66,14 +66,16 @@ class DatasetWriter:
         self._check_key(episode.episode_key)
         self.add_encoded(encode_episode(episode, self.video, workers=self.encode_workers))
 
-    def add_encoded(self, encoded: EncodedEpisode) -> None:
+    def add_encoded(self, encoded: EncodedEpisode) -> dict[str, Any] | None:
+        """Add an encoded episode; returns the ledger entry when this completed and committed a shard."""
         self._check_key(encoded.episode_key)
         if self._shard is None:
             self._shard = ShardWriter(self.committer.staging_dir, self.video)
         self._shard.add(encoded)
         self._pending.add(encoded.episode_key)
         if len(self._shard) >= self.shard_size:
-            self.flush()
+            return self.flush()
+        return None
 
     def flush(self) -> dict[str, Any] | None:
         """Commit the open shard now (if it has episodes); returns its ledger entry."""

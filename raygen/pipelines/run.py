@@ -1,0 +1,351 @@
+"""One run: plan -> Ray Data stream (hosts -> quality -> flow -> diversity -> encode) -> shards committed
+on the driver -> summary.
+
+    summary = raygen.run(load_config("configs/pick_place_local.yaml"))   # blocks
+    handle = raygen.start(config); handle.progress; handle.stop(); handle.wait()
+
+Resume is the default: specs whose key is committed (the ledger) or rejected (rejects.parquet) are not
+generated again. Stopping (Ctrl-C, handle.stop()) commits nothing half-done; the next run goes on.
+Shards are cut and committed on the driver (stream copy of already-encoded segments, ~40 ms an
+episode), which keeps exactly-once in one process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from raygen import __version__
+from raygen.config import RunConfig
+from raygen.datasets import _layout as L
+from raygen.datasets._video import VideoSettings
+from raygen.datasets.encode import EncodedEpisode
+from raygen.datasets.writer import DatasetWriter
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["RunHandle", "RunSummary", "run", "start"]
+
+
+@dataclass
+class RunSummary:
+    path: str
+    planned: int = 0
+    skipped_done: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    shards: int = 0
+    seconds: float = 0.0
+    episodes_per_minute: float = 0.0
+    plan: str = ""
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    worker_retries: int = 0
+    stopped: bool = False
+    verify_ok: bool | None = None
+
+    def format(self) -> str:
+        lines = [
+            f"dataset: {self.path}",
+            f"episodes: {self.accepted} accepted, {self.rejected} rejected, {self.skipped_done} already done "
+            f"(of {self.planned + self.skipped_done}); {self.shards} shards committed",
+            f"time: {self.seconds:.1f} s, {self.episodes_per_minute:.1f} episodes/min; worker retries: "
+            f"{self.worker_retries}",
+            f"plan: {self.plan}",
+            "seconds per episode by stage: " + ", ".join(f"{k} {v:.2f}" for k, v in self.stage_seconds.items()),
+        ]
+        if self.stopped:
+            lines.append("stopped before the end: run again to resume")
+        if self.verify_ok is not None:
+            lines.append(f"verify: {'VALID' if self.verify_ok else 'INVALID (run raygen verify for details)'}")
+        return "\n".join(lines)
+
+
+REJECT_SCHEMA = pa.schema([("episode_key", pa.string()), ("stage", pa.string()), ("reason", pa.string()),
+                           ("score", pa.float64()), ("attempts", pa.int64()), ("stderr_tail", pa.string()),
+                           ("recorded_at", pa.float64())])
+
+
+def rejected_keys(root: Path) -> set[str]:
+    p = root / L.REJECTS
+    return set(pq.read_table(p, columns=["episode_key"]).column(0).to_pylist()) if p.exists() else set()
+
+
+def _fold_rejects(root: Path, staging: Path) -> int:
+    """Move reject records from staging into meta/raygen/rejects.parquet; returns how many."""
+    files = sorted(staging.glob("*.json")) if staging.exists() else []
+    if not files:
+        return 0
+    rows = []
+    for f in files:
+        r = json.loads(f.read_text())
+        rows.append({"episode_key": r["episode_key"], "stage": r["stage"], "reason": r["reason"],
+                     "score": r.get("score"), "attempts": r.get("attempts"), "stderr_tail": r.get("stderr_tail"),
+                     "recorded_at": time.time()})
+    new = pa.Table.from_pylist(rows, schema=REJECT_SCHEMA)
+    path = root / L.REJECTS
+    table = pa.concat_tables([pq.read_table(path).cast(REJECT_SCHEMA), new]) if path.exists() else new
+    L.atomic_write_parquet(path, table)
+    for f in files:
+        f.unlink()
+    return len(rows)
+
+
+class _Diversity:
+    """The driver's running diversity report over committed episodes (meta/raygen/diversity.json)."""
+
+    def __init__(self) -> None:
+        self.descriptors: list[np.ndarray] = []
+        self.cells: set[int] = set()
+        self.tasks: dict[str, int] = {}
+        self.objects: dict[str, int] = {}
+        self.novelty: list[float] = []
+
+    def add(self, enc: EncodedEpisode) -> None:
+        m = enc.record["metrics"]
+        if "diversity.descriptor" in m:
+            self.descriptors.append(np.asarray(json.loads(m["diversity.descriptor"])))
+            self.cells |= set(json.loads(m["diversity.cells"]))
+            self.novelty.append(float(m["diversity.novelty"]))
+        self.tasks[enc.task] = self.tasks.get(enc.task, 0) + 1
+        obj = f"{m.get('scene.colour', '?')} {m.get('scene.object_kind', '?')}"
+        self.objects[obj] = self.objects.get(obj, 0) + 1
+
+    def report(self) -> dict[str, Any]:
+        from raygen.pipelines.stages import CELL_M, WORKSPACE
+
+        total_cells = int(np.prod([round((b[1] - b[0]) / CELL_M) for b in WORKSPACE]))
+        coverage = len(self.cells) / total_cells
+        variance = float(np.var(np.stack(self.descriptors), axis=0).sum()) if len(self.descriptors) > 1 else 0.0
+        counts = np.array(list(self.tasks.values()), dtype=float)
+        balance = float(counts.min() / counts.max()) if len(counts) else 0.0
+        score = float(np.mean([min(1.0, coverage / 0.2), min(1.0, variance / 0.05), balance]))
+        recs = []
+        if coverage < 0.1:
+            recs.append(f"workspace coverage is {coverage:.1%}: widen task_params x_range/y_range or add episodes")
+        if balance < 0.5 and len(counts) > 1:
+            recs.append("task distribution is uneven: more seeds even it out, or sample tasks explicitly")
+        if self.novelty and float(np.median(self.novelty)) < 0.02:
+            recs.append("many episodes are near-duplicates: raise joint noise or scene randomization")
+        return {"episodes": len(self.descriptors), "trajectory_variance_m2": variance,
+                "workspace_coverage": coverage, "workspace_cells_visited": len(self.cells),
+                "workspace_cells_total": total_cells, "viewpoints": 2, "task_distribution": self.tasks,
+                "object_distribution": self.objects,
+                "median_novelty_m": float(np.median(self.novelty)) if self.novelty else None,
+                "overall_score": score, "recommendations": recs}
+
+
+class _Metrics:
+    """raygen's counters on the Ray dashboard (ray.util.metrics); no-ops when unavailable."""
+
+    def __init__(self) -> None:
+        try:
+            from ray.util.metrics import Counter, Histogram
+
+            self.generated = Counter("raygen_episodes_generated", "episodes out of the simulators")
+            self.accepted = Counter("raygen_episodes_accepted", "episodes committed")
+            self.rejected = Counter("raygen_episodes_rejected", "episodes rejected (errors, quality, diversity)")
+            self.retries = Counter("raygen_worker_retries", "episode attempts beyond the first")
+            self.stage = Histogram("raygen_stage_seconds", "seconds per episode per stage",
+                                   boundaries=[0.01, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 300], tag_keys=("stage",))
+        except Exception:  # metrics are best effort
+            logger.debug("ray.util.metrics unavailable", exc_info=True)
+            self.generated = None
+
+    def episode(self, metrics: dict[str, Any]) -> None:
+        if self.generated is None:
+            return
+        self.generated.inc()
+        self.accepted.inc()
+        retries = int(metrics.get("host.attempts", 1)) - 1
+        if retries > 0:  # ray.util.metrics rejects inc(0)
+            self.retries.inc(retries)
+        for k, v in metrics.items():
+            if k.startswith("timing.") and k.endswith("_s") and isinstance(v, int | float):
+                self.stage.observe(float(v), tags={"stage": k[7:-2]})
+
+    def rejects(self, n: int) -> None:
+        if self.generated is not None and n:
+            self.generated.inc(n)
+            self.rejected.inc(n)
+
+
+def _build_stream(config: RunConfig, plan: Any, specs: list, rejects_dir: str, video: VideoSettings) -> Any:
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    from raygen.actors.host import HostConfig, WorkerHost
+    from raygen.pipelines.quality import QualitySettings
+    from raygen.pipelines.stages import DiversityStage, EncodeStage, FlowStage, QualityStage
+
+    src, res, st = config.source, config.resources, config.stages
+    host = HostConfig(
+        backend=src.backend, python=src.python, attempts=res.attempts, episode_timeout_s=res.episode_timeout_s,
+        startup_timeout_s=res.startup_timeout_s, cpu_threads=res.cpu_threads,
+        options={"width": src.width, "height": src.height, "task": dict(src.task_params), **src.backend_options},
+    )
+    items = [{"source": s.source, "seed": s.seed, "index": s.index, "params": json.dumps(s.params)} for s in specs]
+    stage_cpu = max(0.1, round(plan.stage_cpus / 4, 3))
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    ds = ds.map_batches(WorkerHost, fn_constructor_kwargs={"config": host}, batch_size=1,
+                        compute=ActorPoolStrategy(min_size=1, max_size=plan.workers), **plan.actor_options())
+    quality = QualitySettings(min_score=st.quality.min_score, require_success=st.quality.require_success)
+    ds = ds.map_batches(QualityStage, fn_constructor_kwargs={"settings": quality, "rejects_dir": rejects_dir},
+                        batch_size=1, compute=ActorPoolStrategy(size=1), num_cpus=stage_cpu)
+    ds = ds.map_batches(FlowStage, fn_constructor_kwargs={"step_m": st.flow.step_m}, batch_size=1,
+                        compute=ActorPoolStrategy(size=1), num_cpus=stage_cpu)
+    ds = ds.map_batches(DiversityStage, fn_constructor_kwargs={
+        "reject_duplicates": st.diversity.reject_duplicates, "threshold": st.diversity.duplicate_threshold,
+        "rejects_dir": rejects_dir}, batch_size=1, compute=ActorPoolStrategy(size=1), num_cpus=stage_cpu)
+    return ds.map_batches(EncodeStage, fn_constructor_kwargs={"video": video}, batch_size=1,
+                          compute=ActorPoolStrategy(min_size=1, max_size=2), num_cpus=stage_cpu)
+
+
+def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dict[str, Any] | None = None,
+        verify: bool = True) -> RunSummary:
+    """Run ``config`` to the end (or until ``stop`` is set); returns the summary."""
+    import ray
+
+    from raygen.actors.registry import check_backend
+    from raygen.cluster.plan import discover, episode_specs, make_plan
+
+    check_backend(config.source.backend, python=config.source.python)
+    root = Path(config.output.path)
+    video = VideoSettings(codec=config.output.video_codec, crf=config.output.crf, g=config.output.gop)
+    summary = RunSummary(path=str(root))
+    progress = progress if progress is not None else {}
+    t0 = time.perf_counter()
+    writer = DatasetWriter(root, video=video, shard_size=config.output.shard_size)
+    rejects_dir = writer.committer.staging_dir / "rejects"
+    rejects_dir.mkdir(parents=True, exist_ok=True)
+    done = set(writer.committed_keys) | rejected_keys(root)
+    specs = episode_specs(config, done)
+    summary.planned, summary.skipped_done = len(specs), config.source.episodes - len(specs)
+    diversity, stage_totals = _Diversity(), {}
+    try:
+        if not specs:
+            logger.info("nothing to do: all %d episodes are committed or rejected", config.source.episodes)
+            return summary
+        if not ray.is_initialized():
+            ray.init(log_to_driver=False)
+        plan = make_plan(config, discover())
+        summary.plan = plan.describe()
+        logger.info("plan: %s; %d episodes to make (%d already done)", summary.plan, len(specs),
+                    summary.skipped_done)
+        metrics = _Metrics()
+        L.atomic_write_json(root / L.RUN, _run_record(config, plan, summary))
+        for row in _build_stream(config, plan, specs, str(rejects_dir), video).iter_rows():
+            enc = EncodedEpisode.from_row(row)
+            m = enc.record["metrics"]
+            metrics.episode(m)
+            summary.worker_retries += max(0, int(m.get("host.attempts", 1)) - 1)
+            for k, v in m.items():
+                if k.startswith("timing.") and isinstance(v, int | float):
+                    stage_totals[k[7:-2]] = stage_totals.get(k[7:-2], 0.0) + float(v)
+            diversity.add(enc)
+            entry = writer.add_encoded(enc)
+            summary.accepted += 1
+            if entry is not None:
+                n = _fold_rejects(root, rejects_dir)
+                summary.rejected += n
+                metrics.rejects(n)
+                summary.shards += 1
+                L.atomic_write_json(root / L.DIVERSITY, diversity.report())
+                _progress(summary, progress, t0, len(specs))
+            if stop is not None and stop.is_set():
+                summary.stopped = True
+                break
+        writer.close()
+    except KeyboardInterrupt:
+        summary.stopped = True
+        writer.abort()
+        logger.warning("interrupted: committed shards stay, the open shard is dropped; run again to resume")
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        writer.close()
+        n = _fold_rejects(root, rejects_dir)
+        summary.rejected += n
+        summary.shards = len(writer.entries)
+        summary.seconds = time.perf_counter() - t0
+        done_now = summary.accepted + summary.rejected
+        summary.episodes_per_minute = 60.0 * done_now / summary.seconds if summary.seconds else 0.0
+        if summary.accepted:
+            summary.stage_seconds = {k: v / summary.accepted for k, v in stage_totals.items()}
+            L.atomic_write_json(root / L.DIVERSITY, diversity.report())
+        if (root / L.INFO).exists() or (root / L.RUN).exists():
+            L.atomic_write_json(root / L.RUN, _run_record(config, None, summary))
+    if verify and (root / L.INFO).exists():
+        from raygen.datasets.verify import verify_dataset
+
+        summary.verify_ok = verify_dataset(root).ok
+    return summary
+
+
+def _progress(summary: RunSummary, progress: dict[str, Any], t0: float, total: int) -> None:
+    elapsed = time.perf_counter() - t0
+    done = summary.accepted + summary.rejected
+    rate = 60.0 * done / elapsed if elapsed else 0.0
+    eta = (total - done) / rate * 60 if rate else float("nan")
+    progress.update({"done": done, "accepted": summary.accepted, "rejected": summary.rejected, "total": total,
+                     "episodes_per_minute": rate, "eta_s": eta, "shards": summary.shards})
+    logger.info("committed shard %d: %d/%d episodes (%d accepted, %d rejected), %.1f episodes/min, ETA %.0f s",
+                summary.shards, done, total, summary.accepted, summary.rejected, rate, eta)
+
+
+def _run_record(config: RunConfig, plan: Any, summary: RunSummary) -> dict[str, Any]:
+    return {"raygen_version": __version__, "config": config.model_dump(mode="json"),
+            "plan": summary.plan or (plan.describe() if plan else ""), "summary": asdict(summary),
+            "written_at": time.time()}
+
+
+@dataclass
+class RunHandle:
+    """A run in a background thread (for notebooks): progress, stop(), wait()."""
+
+    config: RunConfig
+    progress: dict[str, Any] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _result: list[Any] = field(default_factory=list)
+    _thread: threading.Thread | None = None
+
+    def stop(self) -> None:
+        """Finish the episode in hand, commit what is complete, and end (resumable)."""
+        self._stop.set()
+
+    def wait(self, timeout: float | None = None) -> RunSummary:
+        assert self._thread is not None
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise TimeoutError(f"the run is still going after {timeout} s")
+        result = self._result[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+
+def start(config: RunConfig) -> RunHandle:
+    handle = RunHandle(config)
+
+    def target() -> None:
+        try:
+            handle._result.append(run(config, stop=handle._stop, progress=handle.progress))
+        except BaseException as exc:  # handed to wait()
+            handle._result.append(exc)
+
+    handle._thread = threading.Thread(target=target, name="raygen-run", daemon=True)
+    handle._thread.start()
+    return handle

@@ -1,0 +1,133 @@
+"""Ray Data stages between the simulator hosts and the driver: quality, flow, diversity, encode.
+
+Each stage takes one episode row (batch_size=1) and returns it extended, or an empty batch when the
+episode is rejected; a rejected episode (or a host's error row) is written as a small JSON record
+under ``<dataset>/.staging/rejects/`` that the driver folds into meta/raygen/rejects.parquet.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from raygen._rows import batch_to_row, row_to_batch
+from raygen.datasets._layout import atomic_write_json
+from raygen.datasets._video import VideoSettings
+from raygen.datasets.encode import encode_episode
+from raygen.datasets.episode import Episode, episode_from_row, episode_to_row
+from raygen.pipelines.flow import add_flow
+from raygen.pipelines.quality import QualitySettings, assess
+
+__all__ = ["DiversityStage", "EncodeStage", "FlowStage", "QualityStage", "record_reject"]
+
+WORKSPACE = ((0.2, 0.8), (-0.4, 0.4), (0.0, 0.4))  # metres: the region cells are counted in
+CELL_M = 0.05
+DESCRIPTOR_POINTS = 32
+
+
+def record_reject(rejects_dir: str | Path, key: str, stage: str, reason: str, **extra: Any) -> None:
+    atomic_write_json(Path(rejects_dir) / f"{key}.json",
+                      {"episode_key": key, "stage": stage, "reason": reason, **extra}, indent=None)
+
+
+class QualityStage:
+    """Score each episode; reject below min_score (and pass host error rows on as rejects)."""
+
+    def __init__(self, settings: QualitySettings, rejects_dir: str):
+        self.settings = settings
+        self.rejects_dir = rejects_dir
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        row = batch_to_row(batch)
+        key = str(row["episode_key"])
+        if row.get("error"):
+            record_reject(self.rejects_dir, key, "generate", str(row["error"]), attempts=int(row.get("attempts", 0)),
+                          stderr_tail=str(row.get("stderr_tail", ""))[-4000:])
+            return {}
+        t0 = time.perf_counter()
+        ep = episode_from_row(row)
+        report = assess(ep, self.settings)
+        ep.metrics.update(report.metrics)
+        ep.metrics["host.attempts"] = int(row.get("attempts", 1))
+        ep.metrics["timing.quality_s"] = time.perf_counter() - t0
+        if not report.accepted:
+            record_reject(self.rejects_dir, key, "quality", "; ".join(report.reasons), score=report.score)
+            return {}
+        return row_to_batch(episode_to_row(ep))
+
+
+class FlowStage:
+    def __init__(self, step_m: float = 0.001):
+        self.step_m = step_m
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        ep = add_flow(episode_from_row(batch_to_row(batch)), self.step_m)
+        ep.metrics["timing.flow_s"] = time.perf_counter() - t0
+        return row_to_batch(episode_to_row(ep))
+
+
+def trajectory_descriptor(ep: Episode) -> np.ndarray:
+    """The gripper centroid path resampled to DESCRIPTOR_POINTS points by time: [32*3]."""
+    tracks = ep.frame_features.get("tracks3d")
+    path = np.asarray(tracks)[:, 0] if tracks is not None else np.asarray(ep.gripper_pose)[:, :3, 3]
+    t = np.linspace(0, len(path) - 1, DESCRIPTOR_POINTS)
+    return np.stack([np.interp(t, np.arange(len(path)), path[:, i]) for i in range(3)], axis=1).reshape(-1)
+
+
+def workspace_cells(ep: Episode) -> list[int]:
+    tracks = ep.frame_features.get("tracks3d")
+    path = np.asarray(tracks)[:, 0] if tracks is not None else np.asarray(ep.gripper_pose)[:, :3, 3]
+    lo = np.array([b[0] for b in WORKSPACE])
+    dims = np.array([int(round((b[1] - b[0]) / CELL_M)) for b in WORKSPACE])
+    idx = np.floor((path - lo) / CELL_M).astype(np.int64)
+    inside = np.all((idx >= 0) & (idx < dims), axis=1)
+    flat = np.ravel_multi_index(idx[inside].T, dims) if inside.any() else np.array([], np.int64)
+    return sorted(set(flat.tolist()))
+
+
+class DiversityStage:
+    """One stateful actor: novelty of each episode against every one it has seen (RMS distance of
+    trajectory descriptors, metres), new workspace cells, and optional near-duplicate rejection."""
+
+    def __init__(self, reject_duplicates: bool, threshold: float, rejects_dir: str):
+        self.reject_duplicates, self.threshold, self.rejects_dir = reject_duplicates, threshold, rejects_dir
+        self.descriptors: list[np.ndarray] = []
+        self.cells: set[int] = set()
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        ep = episode_from_row(batch_to_row(batch))
+        d = trajectory_descriptor(ep)
+        if self.descriptors:
+            dist = np.sqrt(((np.stack(self.descriptors) - d) ** 2).reshape(len(self.descriptors), -1, 3)
+                           .sum(axis=2).mean(axis=1))
+            novelty = float(dist.min())
+        else:
+            novelty = 1.0
+        cells = workspace_cells(ep)
+        new_cells = len(set(cells) - self.cells)
+        if self.reject_duplicates and novelty < self.threshold:
+            record_reject(self.rejects_dir, ep.episode_key, "diversity",
+                          f"near-duplicate (novelty {novelty:.4f} m < {self.threshold})", novelty=novelty)
+            return {}
+        self.descriptors.append(d)
+        self.cells |= set(cells)
+        ep.metrics.update({"diversity.novelty": novelty, "diversity.new_cells": new_cells,
+                           "diversity.cells": json.dumps(cells),
+                           "diversity.descriptor": json.dumps(np.round(d, 4).tolist())})
+        return row_to_batch(episode_to_row(ep))
+
+
+class EncodeStage:
+    def __init__(self, video: VideoSettings):
+        self.video = video
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        enc = encode_episode(episode_from_row(batch_to_row(batch)), self.video)
+        enc.record["metrics"]["timing.encode_s"] = time.perf_counter() - t0
+        return row_to_batch(enc.to_row())
