@@ -18,7 +18,7 @@ from raygen.datasets.writer import DatasetWriter
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["WriterBench", "bench_worker", "bench_writer", "format_worker_bench"]
+__all__ = ["WriterBench", "bench_pipeline", "bench_worker", "bench_writer", "format_worker_bench"]
 
 
 @dataclass
@@ -165,3 +165,41 @@ def format_worker_bench(rows: list[WorkerBenchRow]) -> str:
                      f"{r.physics_s:8.2f} {r.render_s:7.2f} {r.transfer_s:8.3f} {other:6.2f} "
                      f"{r.inprocess_s / r.hosted_s:29.2f}")
     return "\n".join(lines)
+
+
+def bench_pipeline(config_path: str, *, episodes: int = 6, size: int = 64, workers: int = 2) -> str:
+    """Full run vs. the same hosts generating without the downstream stages (same plan, same specs)."""
+    import shutil
+    import tempfile
+
+    import ray
+
+    from raygen.cluster.plan import discover, episode_specs, make_plan
+    from raygen.config import load_config
+    from raygen.pipelines.run import _build_stream, run
+
+    tmp = Path(tempfile.mkdtemp(prefix="raygen-bench-pipeline-"))
+    overrides = [f"source.episodes={episodes}", f"source.width={size}", f"source.height={size}",
+                 f"resources.cpu_workers={workers}"]
+    try:
+        if not ray.is_initialized():
+            ray.init(log_to_driver=False)
+        bare_cfg = load_config(config_path, overrides, output=str(tmp / "bare"))
+        plan = make_plan(bare_cfg, discover())
+        t0 = time.perf_counter()
+        n = sum(1 for _ in _build_stream(bare_cfg, plan, episode_specs(bare_cfg), str(tmp), VideoSettings(),
+                                         generate_only=True).iter_rows())
+        bare = 60.0 * n / (time.perf_counter() - t0)
+        full = run(load_config(config_path, overrides, output=str(tmp / "full")), verify=False)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    frames = 9 * 30
+    flow_ms = 1000.0 * full.stage_seconds.get("flow", 0.0) / (frames * 2)
+    return "\n".join([
+        f"{episodes} episodes at {size}x{size}, {plan.describe()}",
+        f"full pipeline: {full.episodes_per_minute:.1f} episodes/min; bare generation: {bare:.1f} episodes/min",
+        f"pipeline/bare generation: {full.episodes_per_minute / bare:.2f}",
+        f"flow stage: {flow_ms:.3f} ms per frame per camera; driver: "
+        f"{1000.0 * full.stage_seconds.get('driver', 0.0):.1f} ms per episode (shard + commit)",
+        "seconds per episode by stage: " + ", ".join(f"{k} {v:.2f}" for k, v in full.stage_seconds.items()),
+    ])

@@ -50,6 +50,13 @@ def _cmd_bench_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
+    from raygen.bench import bench_pipeline
+
+    print(bench_pipeline(args.config, episodes=args.episodes, size=args.size, workers=args.workers))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from raygen.datasets.verify import verify_dataset
     from raygen.datasets.writer import DatasetWriter
@@ -141,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     bk.add_argument("--steps-per-segment", type=int, default=30, help="frames per phase (9 phases)")
     bk.add_argument("--renderer", default="auto", choices=["auto", "tiny", "egl"])
     bk.set_defaults(func=_cmd_bench_worker)
+
+    bp = bsub.add_parser("pipeline", help="full run vs. the same hosts generating without downstream stages")
+    bp.add_argument("--config", default="configs/pick_place_local.yaml")
+    bp.add_argument("--episodes", type=int, default=6)
+    bp.add_argument("--size", type=int, default=64)
+    bp.add_argument("--workers", type=int, default=2)
+    bp.set_defaults(func=_cmd_bench_pipeline)
 
     d = sub.add_parser("demo", help="simulate a few episodes on PyBullet, write and verify them (until `run`)")
     d.add_argument("--output", default="out/demo", help="dataset folder (resumed if it exists)")

@@ -49,6 +49,7 @@ class RunSummary:
     plan: str = ""
     stage_seconds: dict[str, float] = field(default_factory=dict)
     worker_retries: int = 0
+    gpu_seconds: float = 0.0
     stopped: bool = False
     verify_ok: bool | None = None
 
@@ -58,7 +59,7 @@ class RunSummary:
             f"episodes: {self.accepted} accepted, {self.rejected} rejected, {self.skipped_done} already done "
             f"(of {self.planned + self.skipped_done}); {self.shards} shards committed",
             f"time: {self.seconds:.1f} s, {self.episodes_per_minute:.1f} episodes/min; worker retries: "
-            f"{self.worker_retries}",
+            f"{self.worker_retries}; GPU-seconds: {self.gpu_seconds:.1f}",
             f"plan: {self.plan}",
             "seconds per episode by stage: " + ", ".join(f"{k} {v:.2f}" for k, v in self.stage_seconds.items()),
         ]
@@ -154,15 +155,19 @@ class _Metrics:
             self.accepted = Counter("raygen_episodes_accepted", "episodes committed")
             self.rejected = Counter("raygen_episodes_rejected", "episodes rejected (errors, quality, diversity)")
             self.retries = Counter("raygen_worker_retries", "episode attempts beyond the first")
+            self.gpu_seconds = Counter("raygen_gpu_seconds", "GPU-seconds held by simulator hosts")
             self.stage = Histogram("raygen_stage_seconds", "seconds per episode per stage",
                                    boundaries=[0.01, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 300], tag_keys=("stage",))
         except Exception:  # metrics are best effort
             logger.debug("ray.util.metrics unavailable", exc_info=True)
             self.generated = None
 
-    def episode(self, metrics: dict[str, Any]) -> None:
+    def episode(self, metrics: dict[str, Any], gpus_per_host: float) -> None:
         if self.generated is None:
             return
+        gpu_s = float(metrics.get("host.episode_s", 0.0)) * gpus_per_host
+        if gpu_s > 0:
+            self.gpu_seconds.inc(gpu_s)
         self.generated.inc()
         self.accepted.inc()
         retries = int(metrics.get("host.attempts", 1)) - 1
@@ -178,7 +183,8 @@ class _Metrics:
             self.rejected.inc(n)
 
 
-def _build_stream(config: RunConfig, plan: Any, specs: list, rejects_dir: str, video: VideoSettings) -> Any:
+def _build_stream(config: RunConfig, plan: Any, specs: list, rejects_dir: str, video: VideoSettings,
+                  generate_only: bool = False) -> Any:
     import ray
     from ray.data import ActorPoolStrategy
 
@@ -197,6 +203,8 @@ def _build_stream(config: RunConfig, plan: Any, specs: list, rejects_dir: str, v
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(WorkerHost, fn_constructor_kwargs={"config": host}, batch_size=1,
                         compute=ActorPoolStrategy(min_size=1, max_size=plan.workers), **plan.actor_options())
+    if generate_only:  # the baseline of `raygen bench pipeline`
+        return ds
     quality = QualitySettings(min_score=st.quality.min_score, require_success=st.quality.require_success)
     ds = ds.map_batches(QualityStage, fn_constructor_kwargs={"settings": quality, "rejects_dir": rejects_dir},
                         batch_size=1, compute=ActorPoolStrategy(size=1), num_cpus=stage_cpu)
@@ -243,9 +251,11 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
         metrics = _Metrics()
         L.atomic_write_json(root / L.RUN, _run_record(config, plan, summary))
         for row in _build_stream(config, plan, specs, str(rejects_dir), video).iter_rows():
+            t_row = time.perf_counter()
             enc = EncodedEpisode.from_row(row)
             m = enc.record["metrics"]
-            metrics.episode(m)
+            metrics.episode(m, plan.num_gpus)
+            summary.gpu_seconds += float(m.get("host.episode_s", 0.0)) * plan.num_gpus
             summary.worker_retries += max(0, int(m.get("host.attempts", 1)) - 1)
             for k, v in m.items():
                 if k.startswith("timing.") and isinstance(v, int | float):
@@ -260,6 +270,7 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
                 summary.shards += 1
                 L.atomic_write_json(root / L.DIVERSITY, diversity.report())
                 _progress(summary, progress, t0, len(specs))
+            stage_totals["driver"] = stage_totals.get("driver", 0.0) + time.perf_counter() - t_row
             if stop is not None and stop.is_set():
                 summary.stopped = True
                 break
