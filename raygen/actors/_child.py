@@ -63,8 +63,7 @@ def serve(make_backend: Callable[[dict[str, Any]], Backend]) -> int:
     try:
         rfd, wfd = (int(x) for x in os.environ[PROTO_ENV].split(","))
     except (KeyError, ValueError):
-        print(f"this is a raygen worker; it is started by raygen's WorkerHost ({PROTO_ENV} is not set)",
-              file=sys.stderr)
+        sys.stderr.write(f"this is a raygen worker; it is started by raygen's WorkerHost ({PROTO_ENV} is not set)\n")
         return 2
     inp = os.fdopen(rfd, "r", encoding="utf-8")
     out = os.fdopen(wfd, "w", encoding="utf-8", buffering=1)
