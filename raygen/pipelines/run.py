@@ -109,9 +109,16 @@ class _Diversity:
         self.tasks: dict[str, int] = {}
         self.objects: dict[str, int] = {}
         self.novelty: list[float] = []
+        self.viewpoints: set[tuple] = set()
+        self.moving: set[str] = set()
 
     def add(self, enc: EncodedEpisode) -> None:
         m = enc.record["metrics"]
+        for cam, rec in enc.record["cameras"].items():
+            if rec.get("moving"):
+                self.moving.add(cam)
+            else:  # a fixed camera's viewpoint, on a 5 cm grid
+                self.viewpoints.add((cam, *np.round(np.asarray(rec["pose"])[:3, 3] / 0.05).astype(int).tolist()))
         if "diversity.descriptor" in m:
             self.descriptors.append(np.asarray(json.loads(m["diversity.descriptor"])))
             self.cells |= set(json.loads(m["diversity.cells"]))
@@ -134,11 +141,15 @@ class _Diversity:
             recs.append(f"workspace coverage is {coverage:.1%}: widen task_params x_range/y_range or add episodes")
         if balance < 0.5 and len(counts) > 1:
             recs.append("task distribution is uneven: more seeds even it out, or sample tasks explicitly")
+        if len(self.viewpoints) <= 1 and self.descriptors:
+            recs.append("every episode sees the scene from the same fixed viewpoint(s): randomize camera poses "
+                        "if the policy must generalize across views")
         if self.novelty and float(np.median(self.novelty)) < 0.02:
             recs.append("many episodes are near-duplicates: raise joint noise or scene randomization")
         return {"episodes": len(self.descriptors), "trajectory_variance_m2": variance,
                 "workspace_coverage": coverage, "workspace_cells_visited": len(self.cells),
-                "workspace_cells_total": total_cells, "viewpoints": 2, "task_distribution": self.tasks,
+                "workspace_cells_total": total_cells, "fixed_viewpoints": len(self.viewpoints),
+                "moving_cameras": sorted(self.moving), "task_distribution": self.tasks,
                 "object_distribution": self.objects,
                 "median_novelty_m": float(np.median(self.novelty)) if self.novelty else None,
                 "overall_score": score, "recommendations": recs}

@@ -43,7 +43,12 @@ def test_end_to_end_then_resume_does_nothing(ray_local, tmp_path):
     ep = reader.episode(0)
     assert {"tracks3d", "tracks2d.cam_high", "tracks2d.cam_wrist.visible"} <= set(ep.frame_features)
     assert ep.flow is not None and ep.metrics["quality.score"] >= 0.7 and "diversity.novelty" in ep.metrics
-    assert (tmp_path / "ds/meta/raygen/diversity.json").exists() and (tmp_path / "ds/meta/raygen/run.json").exists()
+    import json
+
+    div = json.loads((tmp_path / "ds/meta/raygen/diversity.json").read_text())
+    assert div["fixed_viewpoints"] == 1 and div["moving_cameras"] == ["cam_wrist"] and div["episodes"] == 3
+    assert 0 < div["workspace_coverage"] < 1 and sum(div["task_distribution"].values()) == 3
+    assert (tmp_path / "ds/meta/raygen/run.json").exists()
     again = run(cfg)
     assert again.planned == 0 and again.skipped_done == 3
 
