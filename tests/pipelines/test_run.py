@@ -137,3 +137,22 @@ def test_killed_driver_resumes_exactly_once(tmp_path):
     assert len(keys) == len(set(keys))
     assert sorted(keys + rejects) == [f"bullet-pick_place-s0-00000{i}" for i in range(6)]
     assert verify_dataset(tmp_path / "ds").ok
+
+
+def test_start_stop_and_resume(ray_local, tmp_path):
+    """raygen.start() in the background; stop() after the first commit; a second run finishes the job."""
+    import raygen
+
+    cfg = _config(tmp_path, "source.episodes=6")
+    handle = raygen.start(cfg)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and handle.progress.get("shards", 0) < 1 and handle.running:
+        time.sleep(0.2)
+    handle.stop()
+    first = handle.wait(timeout=120)
+    assert first.stopped and first.accepted < 6 and verify_dataset(tmp_path / "ds").ok
+    second = raygen.run(cfg)
+    assert second.skipped_done == first.accepted + first.rejected
+    assert second.accepted + second.rejected + second.skipped_done == 6 and second.verify_ok
+    keys = DatasetReader(tmp_path / "ds").keys
+    assert len(keys) == len(set(keys))
