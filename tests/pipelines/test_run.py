@@ -120,7 +120,7 @@ def test_killed_driver_resumes_exactly_once(tmp_path):
     proc.wait()
     subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True)
     first = ledger.read_text().count("\n")
-    assert 1 <= first < 3
+    assert first in (1, 2)
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
