@@ -25,7 +25,8 @@ class SourceConfig(_Strict):
                                                 description="Simulator backend: bullet (CPU) or isaac (RTX GPU).")
     task: Literal["pick_place"] = Field("pick_place", description="Task to generate.")
     episodes: int = Field(8, ge=1, description="Number of episodes in the run (specs 0..episodes-1).")
-    seed: int = Field(0, ge=0, description="Run seed; an episode is (source, seed, index) and always the same.")
+    seed: int = Field(0, ge=0, le=2**32 - 1,
+                      description="Run seed; an episode is (source, seed, index) and always the same.")
     width: int = Field(128, ge=8, description="Camera image width in pixels (even).")
     height: int = Field(128, ge=8, description="Camera image height in pixels (even).")
     task_params: dict[str, Any] = Field(default_factory=dict,
@@ -47,7 +48,7 @@ class SourceConfig(_Strict):
 
 
 class ResourcesConfig(_Strict):
-    workers_per_gpu: float = Field(1, gt=0, description="Simulator processes per GPU (fractions share a GPU).")
+    workers_per_gpu: float = Field(1, ge=1, description="Simulator processes per GPU (2 = two share each GPU).")
     num_gpus: int | Literal["auto"] = Field("auto", description="GPUs to use; auto = every GPU Ray sees.")
     cpu_workers: int = Field(1, ge=1, description="Simulator processes when the backend runs on CPU (bullet).")
     cpus_per_worker: float = Field(0.5, gt=0, description="CPUs Ray reserves per simulator actor.")
@@ -128,8 +129,10 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         key, raw = item.split("=", 1)
         node = out
         parts = key.strip().split(".")
-        for p in parts[:-1]:
+        for i, p in enumerate(parts[:-1]):
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {'.'.join(parts[:i + 1])} was set to a value, not a section")
         node[parts[-1]] = yaml.safe_load(raw)
     return out
 

@@ -25,7 +25,7 @@ def test_unknown_keys_are_named_with_the_known_ones(tmp_path):
     msg = str(err.value)
     assert str(p) in msg and "2 problems" in msg
     assert "source.episods: unknown key; known keys here: ['backend', 'backend_options', 'episodes'," in msg
-    assert "resources.workers_per_gpu: Input should be greater than 0 (got 0)" in msg
+    assert "resources.workers_per_gpu: Input should be greater than or equal to 1 (got 0)" in msg
 
 
 @pytest.mark.parametrize("override,expect", [
@@ -44,3 +44,8 @@ def test_bad_files():
         load_config("/nonexistent.yaml")
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         load_config(None, ["source.episodes"])
+
+
+def test_set_into_a_value_is_a_config_error():
+    with pytest.raises(ConfigError, match="source was set to a value, not a section"):
+        load_config(None, ["source=3", "source.episodes=4"])

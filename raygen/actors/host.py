@@ -91,6 +91,8 @@ class HostResult:
     episode_key: str
     episode: Episode | None = None
     error: str = ""
+    fatal: bool = False
+    """The simulator cannot start at all (every episode would fail the same way)."""
     attempts: int = 0
     stderr_tail: str = ""
     timing: dict[str, float] = field(default_factory=dict)
@@ -100,7 +102,8 @@ class HostResult:
         return self.episode is not None
 
     def to_row(self) -> dict[str, Any]:
-        meta = {"error": self.error, "attempts": self.attempts, "host_timing": json.dumps(self.timing)}
+        meta = {"error": self.error, "attempts": self.attempts, "host_timing": json.dumps(self.timing),
+                "fatal": self.fatal}
         if self.episode is not None:
             self.episode.metrics["host.attempts"] = self.attempts
             self.episode.metrics["host.episode_s"] = float(self.timing.get("host_total_s", 0.0))
@@ -114,6 +117,10 @@ class _StartupError(RuntimeError):
 
 class _ChildDied(RuntimeError):
     pass
+
+
+class _FatalStartup(_StartupError):
+    """The backend itself refused to start (missing SDK, bad options): retrying cannot help."""
 
 
 class _Child:
@@ -164,17 +171,27 @@ class _Child:
                 return None
             ready, _, _ = select.select([self._in], [], [], min(left, 1.0))
             if not ready:
+                if self.proc.poll() is not None:  # dead, even if a grandchild still holds the pipe open
+                    raise _ChildDied(f"child pid {self.pid} exited with {_describe_exit(self.proc.returncode)}")
                 continue
             chunk = os.read(self._in, 1 << 16)
             if not chunk:
-                code = self.proc.wait(timeout=10)
-                raise _ChildDied(f"child pid {self.pid} exited with {_describe_exit(code)}")
+                try:
+                    code = self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    code = None
+                raise _ChildDied(f"child pid {self.pid} closed its protocol pipe; exited with "
+                                 f"{_describe_exit(code)}")
             self._buf += chunk
         line, self._buf = self._buf.split(b"\n", 1)
-        return json.loads(line)
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError:
+            raise _ChildDied(f"child pid {self.pid} broke the protocol: {line[:200]!r}") from None
 
     def stderr_tail(self) -> str:
-        self._log_thread.join(timeout=1.0)
+        if self.proc.poll() is not None:
+            self._log_thread.join(timeout=1.0)  # let the last lines of a dead child arrive
         return "\n".join(self.tail)
 
     def kill(self) -> None:
@@ -210,10 +227,11 @@ def _describe_exit(code: int | None) -> str:
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
+    """SIGKILL the child's whole process group (its helpers too, even after the child itself died)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        if proc.poll() is None:
             proc.kill()
     try:
         proc.wait(timeout=10)
@@ -278,7 +296,9 @@ class WorkerHost:
         try:
             msg = child.recv(self.config.startup_timeout_s)
         except _ChildDied as exc:
-            raise _StartupError(f"{exc} during start-up:\n{child.stderr_tail()}") from None
+            tail = child.stderr_tail()
+            child.kill()
+            raise _StartupError(f"{exc} during start-up:\n{tail}") from None
         if msg is None:
             tail = child.stderr_tail()
             child.kill()
@@ -286,7 +306,7 @@ class WorkerHost:
                                 f"killed pid {child.pid}\n{tail}")
         if msg.get("type") == "fatal":
             child.stop(grace_s=2.0)
-            raise _StartupError(f"backend failed to start: {msg.get('error')}")
+            raise _FatalStartup(f"backend failed to start: {msg.get('error')}")
         if msg.get("type") != "ready":
             child.kill()
             raise _StartupError(f"expected a ready handshake, got {msg!r}")
@@ -317,7 +337,15 @@ class WorkerHost:
         try:
             for attempt in range(1, self.config.attempts + 1):
                 result.attempts = attempt
-                error = self._attempt(spec, attempt, result)
+                try:
+                    error = self._attempt(spec, attempt, result)
+                except _FatalStartup as exc:
+                    result.error, result.fatal = f"start-up failed: {exc}", True
+                    logger.error("episode %s: %s", key, result.error)
+                    return result
+                except Exception as exc:  # never let one episode take the run down
+                    logger.exception("episode %s: unexpected host error", key)
+                    error = f"host error: {type(exc).__name__}: {exc}"
                 if error is None:
                     result.error = ""
                     return result
@@ -338,6 +366,8 @@ class WorkerHost:
         if child is None:
             try:
                 child = self._child_ref[0] = self._start_child()
+            except _FatalStartup:
+                raise
             except _StartupError as exc:
                 return f"start-up failed: {exc}"
         out_dir = self.scratch / "episodes" / f"{spec.episode_key}-a{attempt}"
@@ -348,6 +378,7 @@ class WorkerHost:
         except _ChildDied as exc:
             self._child_ref[0] = None
             result.stderr_tail = child.stderr_tail()
+            child.kill()  # its helpers and our pipe ends go with it
             shutil.rmtree(out_dir, ignore_errors=True)
             return f"{exc} during episode {spec.episode_key}"
         if msg is None:
@@ -363,6 +394,8 @@ class WorkerHost:
         t0 = time.perf_counter()
         try:
             episode = read_episode(out_dir)
+        except Exception as exc:
+            return f"could not read the episode the child wrote: {type(exc).__name__}: {exc}"
         finally:
             shutil.rmtree(out_dir, ignore_errors=True)
         result.timing.update(msg.get("timing", {}))

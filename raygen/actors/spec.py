@@ -27,6 +27,8 @@ class EpisodeSpec:
             raise ValueError(f"EpisodeSpec.source: {self.source!r} must be non-empty without '/', '\\' or spaces")
         if self.index < 0:
             raise ValueError(f"EpisodeSpec.index: must be >= 0, got {self.index}")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"EpisodeSpec.seed: must be in [0, 2**32), got {self.seed}")
 
     @property
     def episode_key(self) -> str:
@@ -35,7 +37,7 @@ class EpisodeSpec:
     @property
     def rng_seed(self) -> list[int]:
         """Entropy for numpy's SeedSequence: independent streams per (seed, index)."""
-        return [int(self.seed) & 0xFFFFFFFF, int(self.index)]
+        return [int(self.seed), int(self.index)]
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "seed": self.seed, "index": self.index, "params": dict(self.params)}

@@ -228,7 +228,7 @@ class Committer:
                     tmp.unlink()
         if self.staging_dir.exists():
             for child in self.staging_dir.iterdir():
-                logger.warning("discarding staged shard %s: never committed", child.name)
+                logger.warning("discarding %s in staging: never committed", child.name)
             shutil.rmtree(self.staging_dir)
         missing = [rel for rel in sorted(named) if not (self.root / rel).exists()]
         if missing:

@@ -133,12 +133,13 @@ def assess(episode: Episode, settings: QualitySettings | None = None,
 
     weights = {k: s.weights.get(k, 1.0) for k in sub}
     score = sum(weights[k] * v for k, v in sub.items()) / max(sum(weights.values()), 1e-9)
-    if not finite or (s.require_success and not episode.success) or sub["frames"] == 0.0:
-        score = 0.0  # hard failures
+    hard_fail = not finite or (s.require_success and not episode.success) or sub["frames"] == 0.0
+    if hard_fail:
+        score = 0.0
     for k, v in sub.items():
         m[f"quality.sub.{k}"] = v
     m["quality.score"] = float(score)
-    accepted = score >= s.min_score
+    accepted = not hard_fail and score >= s.min_score
     if not accepted and not reasons:
         reasons.append(f"score {score:.2f} below min_score {s.min_score}")
     return QualityReport(score=float(score), accepted=accepted, reasons=reasons, metrics=m)

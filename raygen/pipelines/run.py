@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -237,6 +238,7 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
     from raygen.cluster.plan import discover, episode_specs, make_plan
 
     check_backend(config.source.backend, python=config.source.python)
+    _check_backend_options(config)
     root = Path(config.output.path)
     video = VideoSettings(codec=config.output.video_codec, crf=config.output.crf, g=config.output.gop)
     summary = RunSummary(path=str(root))
@@ -249,6 +251,8 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
     specs = episode_specs(config, done)
     summary.planned, summary.skipped_done = len(specs), config.source.episodes - len(specs)
     diversity, stage_totals = _Diversity(), {}
+    metrics: _Metrics | None = None
+    clean = True
     try:
         if not specs:
             logger.info("nothing to do: all %d episodes are committed or rejected", config.source.episodes)
@@ -285,19 +289,24 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
             if stop is not None and stop.is_set():
                 summary.stopped = True
                 break
-        writer.close()
     except KeyboardInterrupt:
-        summary.stopped = True
-        writer.abort()
+        summary.stopped, clean = True, False
         logger.warning("interrupted: committed shards stay, the open shard is dropped; run again to resume")
     except BaseException:
-        writer.abort()
+        clean = False
         raise
     finally:
-        writer.close()
-        n = _fold_rejects(root, rejects_dir)
+        n = _fold_rejects(root, rejects_dir)  # while the dataset is still ours
         summary.rejected += n
+        if n and metrics is not None:
+            metrics.rejects(n)
+        shutil.rmtree(rejects_dir, ignore_errors=True)
+        if clean:
+            writer.close()  # commits the last, partial shard
+        else:
+            writer.abort()
         summary.shards = len(writer.entries)
+        summary.accepted = sum(len(e["episodes"]) for e in writer.entries)  # an aborted open shard is not
         summary.seconds = time.perf_counter() - t0
         done_now = summary.accepted + summary.rejected
         summary.episodes_per_minute = 60.0 * done_now / summary.seconds if summary.seconds else 0.0
@@ -311,6 +320,25 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
 
         summary.verify_ok = verify_dataset(root).ok
     return summary
+
+
+def _check_backend_options(config: RunConfig) -> None:
+    """Option typos fail here, on the driver, not as a failed start-up in every simulator."""
+    import importlib
+
+    from raygen.actors.registry import worker_module
+    from raygen.actors.tasks.pick_place import PickPlaceParams
+    from raygen.config import ConfigError
+
+    try:
+        PickPlaceParams.from_options(dict(config.source.task_params), where="source.task_params")
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(str(exc)) from None
+    known = set(importlib.import_module(worker_module(config.source.backend)).SIM_OPTIONS)
+    unknown = sorted(set(config.source.backend_options) - known - {"width", "height"})
+    if unknown:
+        raise ConfigError(f"source.backend_options: unknown option(s) {unknown} for backend "
+                          f"{config.source.backend!r}; known: {sorted(known - {'width', 'height'})}")
 
 
 def _progress(summary: RunSummary, progress: dict[str, Any], t0: float, total: int) -> None:

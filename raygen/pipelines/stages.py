@@ -44,6 +44,8 @@ class QualityStage:
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         row = batch_to_row(batch)
         key = str(row["episode_key"])
+        if row.get("error") and row.get("fatal"):
+            raise RuntimeError(f"the simulator cannot start, so no episode can be made: {row['error']}")
         if row.get("error"):
             record_reject(self.rejects_dir, key, "generate", str(row["error"]), attempts=int(row.get("attempts", 0)),
                           stderr_tail=str(row.get("stderr_tail", ""))[-4000:])

@@ -47,6 +47,9 @@ class FaultyBackend:
             os.kill(os.getpid(), signal.SIGKILL)
         if fault == "hang_once" and first:
             time.sleep(3600)
+        if fault == "garbage":
+            os.write(int(os.environ["RAYGEN_PROTO_FDS"].split(",")[1]), b"this is not json\n")
+            time.sleep(3600)
         if fault == "error_always":
             raise ValueError(f"poison spec {spec.episode_key}")
         ep = synthetic_episode(spec.index, seed=spec.seed, frames=6, height=16, width=16)

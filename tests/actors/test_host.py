@@ -98,7 +98,8 @@ def test_poison_spec_gives_an_error_row_and_the_host_goes_on(tmp_path, fault):
 def test_backend_that_cannot_start(tmp_path):
     host = _host(tmp_path, attempts=2, options={"fail_start": True})
     res = host.run(_spec(8))
-    assert not res.ok and "backend failed to start: RuntimeError: this backend was told not to start" in res.error
+    assert not res.ok and res.fatal
+    assert "backend failed to start: RuntimeError: this backend was told not to start" in res.error
     host.close()
 
 
@@ -176,3 +177,16 @@ def test_child_exits_when_its_host_is_killed(tmp_path):
     else:
         os.kill(child, signal.SIGKILL)
         pytest.fail(f"child {child} outlived its killed host")
+
+
+def test_protocol_garbage_and_fatal_start_up(tmp_path):
+    """A child that writes garbage on the protocol pipe is an error row, not an exception; a backend
+    that refuses to start is not retried and the row says it is fatal."""
+    host = _host(tmp_path, attempts=2)
+    res = host.run(_spec(10, fault="garbage"))
+    assert not res.ok and "broke the protocol" in res.error and res.attempts == 2
+    host.close()
+    host = _host(tmp_path, attempts=3, options={"fail_start": True})
+    res = host.run(_spec(11))
+    assert not res.ok and res.fatal and res.attempts == 1 and res.to_row()["fatal"] is True
+    host.close()

@@ -31,6 +31,7 @@ def test_failed_task_and_nan_are_hard_rejects():
     r = assess(ep)
     assert r.score == 0.0 and not r.accepted and "task failed (success is required)" in r.reasons
     assert assess(ep, QualitySettings(require_success=False)).accepted
+    assert not assess(ep, QualitySettings(min_score=0.0)).accepted  # a hard failure stays a reject
     ep = _good()
     ep.frame_features["tracks3d"] = np.full((30, 3, 3), np.nan, np.float32)
     r = assess(ep)

@@ -158,3 +158,14 @@ def test_start_stop_and_resume(ray_local, tmp_path):
     assert second.accepted + second.rejected + second.skipped_done == 6 and second.verify_ok
     keys = DatasetReader(tmp_path / "ds").keys
     assert len(keys) == len(set(keys))
+
+
+def test_option_typos_fail_before_anything_starts(tmp_path):
+    from raygen.config import ConfigError
+    from raygen.pipelines.run import run
+
+    with pytest.raises(ConfigError, match=r"source.task_params: unknown parameter\(s\) \['steps_per_segmnt'\]"):
+        run(_config(tmp_path, "source.task_params.steps_per_segmnt=10"))
+    with pytest.raises(ConfigError, match=r"source.backend_options: unknown option\(s\) \['render'\]"):
+        run(_config(tmp_path, "source.backend_options.render=egl"))
+    assert not (tmp_path / "ds" / "meta" / "raygen" / "rejects.parquet").exists()

@@ -337,7 +337,7 @@ def run_pick_place(sim: PickPlaceSim, spec: EpisodeSpec, params: PickPlaceParams
     place_err = float(np.linalg.norm(obj[:2] - np.asarray(scene.place_xy)))
     q_final = sim.joint_state()[0]
     at_home = bool(np.max(np.abs(q_final - HOME_Q)) <= params.home_tol_rad)
-    resting = bool(obj[2] < scene.object_size)  # on the table, not held in the air or fallen off
+    resting = bool(-0.01 < obj[2] < scene.object_size)  # on the table: not held up, not fallen off
     success = grasped and place_err <= params.success_radius and at_home and resting
 
     action = np.concatenate([q_tgt, g_tgt[:, None]], axis=1).astype(np.float32)
