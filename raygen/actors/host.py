@@ -71,6 +71,8 @@ class HostConfig:
     """Parent folder for this host's scratch; None = the system temp folder."""
     env: dict[str, str] = field(default_factory=dict)
     """Extra environment variables for the child."""
+    stop_file: str | None = None
+    """When this file exists, remaining specs are answered with a "stopped" row without simulating."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -93,6 +95,8 @@ class HostResult:
     error: str = ""
     fatal: bool = False
     """The simulator cannot start at all (every episode would fail the same way)."""
+    stopped: bool = False
+    """The run was stopping: not attempted, not a reject."""
     attempts: int = 0
     stderr_tail: str = ""
     timing: dict[str, float] = field(default_factory=dict)
@@ -103,7 +107,7 @@ class HostResult:
 
     def to_row(self) -> dict[str, Any]:
         meta = {"error": self.error, "attempts": self.attempts, "host_timing": json.dumps(self.timing),
-                "fatal": self.fatal}
+                "fatal": self.fatal, "stopped": self.stopped}
         if self.episode is not None:
             self.episode.metrics["host.attempts"] = self.attempts
             self.episode.metrics["host.episode_s"] = float(self.timing.get("host_total_s", 0.0))
@@ -331,8 +335,11 @@ class WorkerHost:
     def run(self, spec: EpisodeSpec) -> HostResult:
         """Generate one episode, retrying crashes, hangs and errors; never raises for a bad episode."""
         key = spec.episode_key
-        self._tag[0] = key
         result = HostResult(episode_key=key)
+        if self.config.stop_file and os.path.exists(self.config.stop_file):
+            result.error, result.stopped = "stopped before it started", True
+            return result
+        self._tag[0] = key
         t_start = time.perf_counter()
         try:
             for attempt in range(1, self.config.attempts + 1):

@@ -196,7 +196,7 @@ class _Metrics:
 
 
 def _build_stream(config: RunConfig, plan: Any, specs: list, rejects_dir: str, video: VideoSettings,
-                  generate_only: bool = False) -> Any:
+                  generate_only: bool = False, stop_file: str | None = None) -> Any:
     import ray
     from ray.data import ActorPoolStrategy
 
@@ -207,7 +207,7 @@ def _build_stream(config: RunConfig, plan: Any, specs: list, rejects_dir: str, v
     src, res, st = config.source, config.resources, config.stages
     host = HostConfig(
         backend=src.backend, python=src.python, attempts=res.attempts, episode_timeout_s=res.episode_timeout_s,
-        startup_timeout_s=res.startup_timeout_s, cpu_threads=res.cpu_threads,
+        startup_timeout_s=res.startup_timeout_s, cpu_threads=res.cpu_threads, stop_file=stop_file,
         options={"width": src.width, "height": src.height, "task": dict(src.task_params), **src.backend_options},
     )
     items = [{"source": s.source, "seed": s.seed, "index": s.index, "params": json.dumps(s.params)} for s in specs]
@@ -265,7 +265,11 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
                     summary.skipped_done)
         metrics = _Metrics()
         L.atomic_write_json(root / L.RUN, _run_record(config, plan, summary))
-        for row in _build_stream(config, plan, specs, str(rejects_dir), video).iter_rows():
+        stop_file = writer.committer.staging_dir / "STOP"
+        if stop is not None:  # the hosts see the file and skip the remaining specs
+            threading.Thread(target=lambda: stop.wait() and stop_file.touch(), daemon=True).start()
+        stream = _build_stream(config, plan, specs, str(rejects_dir), video, stop_file=str(stop_file))
+        for row in stream.iter_rows():
             t_row = time.perf_counter()
             enc = EncodedEpisode.from_row(row)
             m = enc.record["metrics"]
@@ -301,6 +305,9 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
         if n and metrics is not None:
             metrics.rejects(n)
         shutil.rmtree(rejects_dir, ignore_errors=True)
+        if stop is not None and stop.is_set():
+            summary.stopped = True
+        (writer.committer.staging_dir / "STOP").unlink(missing_ok=True)
         if clean:
             writer.close()  # commits the last, partial shard
         else:

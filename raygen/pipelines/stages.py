@@ -44,6 +44,8 @@ class QualityStage:
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         row = batch_to_row(batch)
         key = str(row["episode_key"])
+        if row.get("stopped"):
+            return {}  # the run is stopping: neither made nor rejected, the next run makes it
         if row.get("error") and row.get("fatal"):
             raise RuntimeError(f"the simulator cannot start, so no episode can be made: {row['error']}")
         if row.get("error"):

@@ -169,3 +169,15 @@ def test_option_typos_fail_before_anything_starts(tmp_path):
     with pytest.raises(ConfigError, match=r"source.backend_options: unknown option\(s\) \['render'\]"):
         run(_config(tmp_path, "source.backend_options.render=egl"))
     assert not (tmp_path / "ds" / "meta" / "raygen" / "rejects.parquet").exists()
+
+
+def test_stop_is_seen_even_when_every_episode_is_rejected(ray_local, tmp_path):
+    import threading
+
+    from raygen.pipelines.run import run
+
+    stop = threading.Event()
+    stop.set()  # asked to stop before the first episode
+    s = run(_config(tmp_path, "source.episodes=6", "stages.quality.min_score=1.0"), stop=stop)
+    assert s.stopped and s.rejected + s.accepted < 6
+    assert not (tmp_path / "ds/.staging/STOP").exists()
