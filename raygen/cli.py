@@ -76,9 +76,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _demo_synthetic(args: argparse.Namespace, w) -> tuple[int, int]:
-    from raygen.datasets.synthetic import synthetic_episode
+    from raygen.datasets.synthetic import synthetic_episode, synthetic_key
 
-    todo = [i for i in range(args.episodes) if synthetic_episode(i, frames=2).episode_key not in w.committed_keys]
+    todo = [i for i in range(args.episodes) if synthetic_key(i) not in w.committed_keys]
     for i in todo:
         w.add(synthetic_episode(i, frames=args.frames, height=args.size, width=args.size, flow=True))
     return len(todo), 0

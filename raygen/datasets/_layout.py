@@ -116,9 +116,14 @@ def atomic_write_json(path: Path, obj: Any, *, indent: int | None = 4) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=indent, separators=seps, allow_nan=False) + "\n").encode())
 
 
-def atomic_write_parquet(path: Path, table: pa.Table, **kwargs: Any) -> None:
+def atomic_write_parquet(path: Path, table: pa.Table, *, row_group_lengths: list[int] | None = None) -> None:
+    """Write a parquet file atomically; ``row_group_lengths`` splits it (one row group per episode)."""
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, **kwargs)
+    with pq.ParquetWriter(sink, table.schema) as w:
+        start = 0
+        for n in row_group_lengths or [table.num_rows]:
+            w.write_table(table.slice(start, n))
+            start += n
     atomic_write_bytes(path, sink.getvalue().to_pybytes())
 
 

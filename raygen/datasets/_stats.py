@@ -34,25 +34,14 @@ STAT_KEYS = ("min", "max", "mean", "std", "count", *QUANTILES)
 
 
 def numeric_stats(values: np.ndarray) -> dict[str, np.ndarray]:
-    """Statistics of [n] or [n, D] values along the first axis (each stat has shape [D], [1] for 1-D)."""
+    """Statistics of [n] or [n, D] values along the first axis (each stat has shape [D], [1] for 1-D).
+
+    The same computation as the dataset-wide accumulator, so per-episode and merged stats agree.
+    """
     x = np.asarray(values)
-    if x.ndim == 1:
-        x = x[:, None]
-    x = x.reshape(x.shape[0], -1)
-    if x.dtype == np.bool_:
-        x = x.astype(np.int64)
-    xf = x.astype(np.float64, copy=False)
-    qs = np.quantile(xf, list(QUANTILES.values()), axis=0)
-    out = {
-        "min": x.min(axis=0),
-        "max": x.max(axis=0),
-        "mean": xf.mean(axis=0),
-        "std": xf.std(axis=0),
-        "count": np.array([x.shape[0]], dtype=np.int64),
-    }
-    for i, name in enumerate(QUANTILES):
-        out[name] = qs[i]
-    return out
+    acc = _NumericAccumulator()
+    acc.add(x.reshape(x.shape[0], -1))
+    return acc.stats()
 
 
 def image_histogram(frames: np.ndarray) -> np.ndarray:
@@ -102,9 +91,9 @@ def hist_stats(hist: np.ndarray, n_frames: int) -> dict[str, np.ndarray]:
     return {k: out[k] for k in STAT_KEYS}
 
 
-def stats_to_json(stats: Mapping[str, Mapping[str, np.ndarray]]) -> dict:
-    """numpy stats -> plain lists, as stats.json stores them."""
-    return {f: {k: np.asarray(v).tolist() for k, v in s.items()} for f, s in stats.items()}
+def stats_to_json(stats: Mapping[str, np.ndarray]) -> dict:
+    """One feature's numpy stats -> plain lists, as stats.json and the episodes metadata store them."""
+    return {k: np.asarray(v).tolist() for k, v in stats.items()}
 
 
 def _linear_quantiles(sorted_vals: np.ndarray, qs: list[float]) -> np.ndarray:

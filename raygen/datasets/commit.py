@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 from raygen import __version__
 from raygen.datasets import _layout as L
 from raygen.datasets._arrow import column_values
-from raygen.datasets._stats import STAT_KEYS, StatsAccumulator, numeric_stats
+from raygen.datasets._stats import STAT_KEYS, StatsAccumulator, numeric_stats, stats_to_json
 from raygen.datasets._video import DEPTH_CODEC, DEPTH_PIX_FMT, VideoSettings
 from raygen.datasets.encode import IMAGE_STATS_STRIDE, FeatureSpec
 from raygen.datasets.shard import FLOW, FRAMES, StagedShard
@@ -45,13 +45,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["Committer", "DatasetLayoutError"]
 
 DEFAULT_COLUMNS = ("timestamp", "frame_index", "episode_index", "index", "task_index")
-_DEFAULT_SPECS = {
-    "timestamp": ("float32", pa.float32()),
-    "frame_index": ("int64", pa.int64()),
-    "episode_index": ("int64", pa.int64()),
-    "index": ("int64", pa.int64()),
-    "task_index": ("int64", pa.int64()),
-}
+_DEFAULT_DTYPES = {"timestamp": "float32", "frame_index": "int64", "episode_index": "int64", "index": "int64",
+                   "task_index": "int64"}
 
 
 class DatasetLayoutError(ValueError):
@@ -64,10 +59,6 @@ def _hf_feature(typ: pa.DataType) -> dict[str, Any]:
         return {"feature": _hf_feature(typ.value_type), "length": typ.list_size, "_type": "List"}
     name = {"float": "float32", "double": "float64", "bool": "bool"}.get(str(typ), str(typ))
     return {"dtype": name, "_type": "Value"}
-
-
-def _info_feature(spec: FeatureSpec) -> dict[str, Any]:
-    return spec.to_info()
 
 
 def _now() -> str:
@@ -147,14 +138,6 @@ class Committer:
     def total_frames(self) -> int:
         return self._total_frames
 
-    @property
-    def num_shards(self) -> int:
-        return len(self._ledger)
-
-    @property
-    def ledger(self) -> list[dict[str, Any]]:
-        return [dict(e) for e in self._ledger]
-
     # ------------------------------------------------------------------ open / recover
     def _open(self) -> None:
         root = self.root
@@ -181,8 +164,8 @@ class Committer:
         for entry in self._ledger:
             self._tasks.update(entry["new_tasks"])
             self._keys.update(entry["episodes"])
-            self._total_frames = max(self._total_frames, entry["frame_to"])
             self._load_shard_stats(entry, values)
+        self._total_frames = self._ledger[-1]["frame_to"]
         for name, chunks in values.items():  # one sorted merge per feature, not one per shard
             self._stats.add_values(name, np.concatenate(chunks))
         self._write_meta()
@@ -296,8 +279,9 @@ class Committer:
         task_idx = np.repeat(np.array([tasks[e["task"]] for e in manifest["episodes"]], dtype=np.int64), lengths)
         index = np.arange(fr_from, fr_from + len(ep_idx), dtype=np.int64)
         data = self._data_table(frames, ep_idx, index, task_idx, manifest["shard_id"])
+        values = {name: column_values(data.column(name)) for name in data.column_names}
         rel = L.DATA_PATH.format(**cf)
-        _write_row_groups(self.root / rel, data, lengths)
+        L.atomic_write_parquet(self.root / rel, data, row_group_lengths=lengths)
         files.append(rel)
 
         # 2. videos and depth: already encoded and joined; move them
@@ -318,7 +302,7 @@ class Committer:
             files.append(rel)
 
         # 3. episodes metadata and the raygen shard record
-        episodes = self._episodes_table(manifest, data, lengths, ep_from, fr_from, cf)
+        episodes = self._episodes_table(manifest, values, lengths, ep_from, fr_from, cf)
         rel = L.EPISODES_PATH.format(**cf)
         L.atomic_write_parquet(self.root / rel, episodes)
         files.append(rel)
@@ -340,8 +324,8 @@ class Committer:
         # 4. small metadata, then the commit point
         for cam, hist in manifest["histograms"].items():
             self._stats.add_histogram(L.video_key(cam), np.asarray(hist), len(ep_idx))
-        for name in data.column_names:
-            self._stats.add_values(name, column_values(data.column(name)))
+        for name, v in values.items():
+            self._stats.add_values(name, v)
         self._tasks = tasks
         self._keys.update(keys)
         self._total_frames = fr_from + len(ep_idx)
@@ -388,7 +372,7 @@ class Committer:
         codec_family = VideoSettings(**video).codec_family
         features: dict[str, Any] = {}
         for name, f in manifest["features"].items():
-            features[name] = _info_feature(FeatureSpec(f["dtype"], tuple(f["shape"]), f["names"]))
+            features[name] = FeatureSpec(f["dtype"], tuple(f["shape"]), f["names"]).to_info()
         for cam, c in manifest["cameras"].items():
             features[L.video_key(cam)] = {
                 "dtype": "video",
@@ -406,7 +390,7 @@ class Committer:
                 },
             }
         for name in DEFAULT_COLUMNS:
-            features[name] = {"dtype": _DEFAULT_SPECS[name][0], "shape": [1], "names": None}
+            features[name] = {"dtype": _DEFAULT_DTYPES[name], "shape": [1], "names": None}
         self._info = {
             "codebase_version": L.CODEBASE_VERSION,
             "robot_type": manifest["robot_type"],
@@ -465,7 +449,7 @@ class Committer:
     def _episodes_table(
         self,
         manifest: dict[str, Any],
-        data: pa.Table,
+        values: dict[str, np.ndarray],
         lengths: list[int],
         ep_from: int,
         fr_from: int,
@@ -498,8 +482,7 @@ class Committer:
                     typ = pa.list_(pa.int64()) if k == "count" else pa.list_(pa.list_(pa.list_(pa.float64())))
                     cols[f"stats/{feat}/{k}"] = pa.array([p[k] for p in per], typ)
                 continue
-            values = column_values(data.column(feat))
-            per = [numeric_stats(values[starts[i]:starts[i + 1]]) for i in range(n)]
+            per = [numeric_stats(values[feat][starts[i]:starts[i + 1]]) for i in range(n)]
             is_int = spec["dtype"] in ("int64", "bool")
             for k in STAT_KEYS:
                 elem = pa.int64() if k == "count" or (is_int and k in ("min", "max")) else pa.float64()
@@ -519,9 +502,7 @@ class Committer:
         L.atomic_write_json(self.root / L.INFO, info)
         stats = self._stats.compute()
         order = [f for f in info["features"] if f in stats]
-        L.atomic_write_json(
-            self.root / L.STATS, {f: {k: np.asarray(v).tolist() for k, v in stats[f].items()} for f in order}
-        )
+        L.atomic_write_json(self.root / L.STATS, {f: stats_to_json(stats[f]) for f in order})
         L.atomic_write_parquet(self.root / L.TASKS, _tasks_table(self._tasks))
 
 
@@ -536,24 +517,6 @@ def _layout_of(manifest: dict[str, Any]) -> dict[str, Any]:
         "video_codec": manifest["video"]["codec"],
         "video_pix_fmt": manifest["video"]["pix_fmt"],
     }
-
-
-def _write_row_groups(path: Path, table: pa.Table, lengths: list[int]) -> None:
-    """Write ``table`` with one row group per episode, atomically (temp name + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{L.new_id()}.tmp"
-    try:
-        with pq.ParquetWriter(tmp, table.schema) as w:
-            start = 0
-            for n in lengths:
-                w.write_table(table.slice(start, n))
-                start += n
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _move(src: Path, dst: Path) -> None:

@@ -87,8 +87,7 @@ class DatasetReader:
         assert self.episodes is not None
         return {k: v[0] for k, v in self.episodes.slice(index, 1).to_pydict().items()}
 
-    def _record(self, index: int) -> dict[str, Any]:
-        row = self._row(index)
+    def _record(self, index: int, row: dict[str, Any]) -> dict[str, Any]:
         cf = (row["meta/episodes/chunk_index"], row["meta/episodes/file_index"])
         if cf not in self._record_cache:
             path = self.root / L.SHARD_RECORD_PATH.format(chunk_index=cf[0], file_index=cf[1])
@@ -102,7 +101,7 @@ class DatasetReader:
         if not 0 <= index < len(self):
             raise IndexError(f"{self.root}: episode index {index} out of range 0..{len(self) - 1}")
         row = self._row(index)
-        rec = self._record(index)
+        rec = self._record(index, row)
         cf = {"chunk_index": row["data/chunk_index"], "file_index": row["data/file_index"]}
         data = _read_episode_rows(self.root / L.DATA_PATH.format(**cf), index)
         t = data.num_rows

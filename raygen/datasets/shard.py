@@ -152,7 +152,7 @@ class ShardWriter:
         for i, e in enumerate(eps):
             img_stats = {}
             for cam, h in e.histograms.items():
-                img_stats[cam] = stats_to_json({"s": hist_stats(h, e.length)})["s"]
+                img_stats[cam] = stats_to_json(hist_stats(h, e.length))
                 shard_hist[cam] += h
             episodes.append(
                 {

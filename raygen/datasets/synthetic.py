@@ -11,7 +11,7 @@ import numpy as np
 
 from raygen.datasets.episode import CameraFrames, Episode
 
-__all__ = ["synthetic_episode"]
+__all__ = ["synthetic_episode", "synthetic_key"]
 
 TASKS = ("pick the red cube and place it on the green spot", "pick the blue cube and place it on the green spot")
 
@@ -52,6 +52,10 @@ def _frames(rng: np.random.Generator, t: int, h: int, w: int, phase: float) -> t
     return np.clip(rgb, 0, 255).astype(np.uint8), depth_mm
 
 
+def synthetic_key(index: int, seed: int = 0) -> str:
+    return f"synthetic-s{seed}-{index:06d}"
+
+
 def synthetic_episode(
     index: int,
     *,
@@ -90,7 +94,7 @@ def synthetic_episode(
             distortion=np.array([0.01, -0.002, 0.0, 0.0, 0.0]),
         )
     ep = Episode(
-        episode_key=f"synthetic-s{seed}-{index:06d}",
+        episode_key=synthetic_key(index, seed),
         task=TASKS[index % len(TASKS)],
         fps=fps,
         state=state,

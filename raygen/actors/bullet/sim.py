@@ -86,7 +86,6 @@ class BulletPickPlace:
         self.renderer_name = "tiny"
         self._egl_plugin: int | None = None
         self._constraint: int | None = None
-        self._scene: Scene | None = None
         if renderer not in ("auto", "tiny", "egl"):
             raise ValueError(f"renderer: {renderer!r} is not one of auto, tiny, egl")
         self.render_probe: dict[str, float] = {}
@@ -198,7 +197,6 @@ class BulletPickPlace:
     # ------------------------------------------------------------------ PickPlaceSim
     def reset(self, scene: Scene) -> None:
         self._constraint = None
-        self._scene = scene
         self._build(scene)
 
     def ik(self, target_xyz: np.ndarray, q_seed: np.ndarray) -> np.ndarray | None:

@@ -129,6 +129,8 @@ _DH = np.array([[0, 0.333, 0], [0, 0, -np.pi / 2], [0, 0.316, np.pi / 2], [0.082
                 [-0.0825, 0.384, -np.pi / 2], [0, 0, np.pi / 2], [0.088, 0, np.pi / 2]])
 FLANGE_D = 0.107
 TCP_D = 0.1034  # flange -> between the fingertips, along the tool axis
+_FLANGE_TO_TCP_ROT = np.array([[np.cos(-np.pi / 4), -np.sin(-np.pi / 4), 0],
+                               [np.sin(-np.pi / 4), np.cos(-np.pi / 4), 0], [0, 0, 1]])  # the hand sits at -45 deg
 
 
 def _dh(a: float, d: float, alpha: float, theta: float) -> np.ndarray:
@@ -311,8 +313,8 @@ def run_pick_place(sim: PickPlaceSim, spec: EpisodeSpec, params: PickPlaceParams
         t0 = time.perf_counter()
         q, qd, fingers = sim.joint_state()
         f = sim.flange_pose()
-        tcp_pose = panda_fk(q)  # orientation of the TCP for the quaternion (position from the sim)
-        state[t] = np.concatenate([q, qd, fingers, sim.tcp_position(), quat_wxyz(tcp_pose[:3, :3])])
+        tcp_rot = f[:3, :3] @ _FLANGE_TO_TCP_ROT  # the simulator's own flange, turned to the TCP
+        state[t] = np.concatenate([q, qd, fingers, sim.tcp_position(), quat_wxyz(tcp_rot)])
         flange[t], opening[t], pads[t] = f, float(fingers.sum()), sim.finger_pads()
         t1 = time.perf_counter()
         for cam, img in sim.render().items():
