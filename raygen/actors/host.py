@@ -251,6 +251,45 @@ def _cleanup(child_ref: list[_Child | None], scratch: Path) -> None:
     shutil.rmtree(scratch, ignore_errors=True)
 
 
+_SCRATCH_PREFIX = "raygen-host-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def sweep_stale_scratch(base: str | Path | None = None) -> list[Path]:
+    """Delete scratch folders whose host process is gone; returns what was removed.
+
+    Ray kills actors without running finalizers (Ctrl-C, ``ray stop``, a node shutdown), so a host's
+    scratch can outlive it. Every host sweeps its scratch parent when it starts and the driver sweeps at
+    the end of a run; a folder whose owning pid is still alive is never touched.
+    """
+    base = Path(base) if base else Path(tempfile.gettempdir())
+    removed = []
+    try:
+        entries = list(base.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        if not entry.name.startswith(_SCRATCH_PREFIX) or not entry.is_dir():
+            continue
+        pid_text = entry.name[len(_SCRATCH_PREFIX):].split("-", 1)[0]
+        if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry)
+    if removed:
+        logger.info("removed %d stale host scratch folder(s) under %s", len(removed), base)
+    return removed
+
+
 class WorkerHost:
     """Hosts one backend process; ``run(spec)`` returns a HostResult, ``__call__`` serves Ray Data."""
 
@@ -264,7 +303,8 @@ class WorkerHost:
         base = Path(config.scratch_dir) if config.scratch_dir else None
         if base is not None:
             base.mkdir(parents=True, exist_ok=True)
-        self.scratch = Path(tempfile.mkdtemp(prefix=f"raygen-host-{os.getpid()}-", dir=base))
+        sweep_stale_scratch(base)
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"{_SCRATCH_PREFIX}{os.getpid()}-", dir=base))
         self._child_ref: list[_Child | None] = [None]
         self._tag = ["-"]
         self._starts = 0

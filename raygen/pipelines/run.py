@@ -234,6 +234,7 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
     """Run ``config`` to the end (or until ``stop`` is set); returns the summary."""
     import ray
 
+    from raygen.actors.host import sweep_stale_scratch
     from raygen.actors.registry import check_backend
     from raygen.cluster.plan import discover, episode_specs, make_plan
 
@@ -264,6 +265,7 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
         logger.info("plan: %s; %d episodes to make (%d already done)", summary.plan, len(specs),
                     summary.skipped_done)
         metrics = _Metrics()
+        sweep_stale_scratch()  # scratch of hosts killed with an earlier run (Ray runs no finalizers)
         L.atomic_write_json(root / L.RUN, _run_record(config, plan, summary))
         stop_file = writer.committer.staging_dir / "STOP"
         if stop is not None:  # the hosts see the file and skip the remaining specs

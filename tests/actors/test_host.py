@@ -177,6 +177,19 @@ def test_child_exits_when_its_host_is_killed(tmp_path):
     else:
         os.kill(child, signal.SIGKILL)
         pytest.fail(f"child {child} outlived its killed host")
+    # a killed host leaves its scratch behind; the next host on the node removes it, and only it
+    stale = [p for p in tmp_path.iterdir() if p.name.startswith(f"raygen-host-{proc.pid}-")]
+    assert len(stale) == 1 and any(stale[0].rglob("*")), list(tmp_path.iterdir())
+    alive = tmp_path / f"raygen-host-{os.getpid()}-keep"
+    alive.mkdir()
+    other = tmp_path / "raygen-hostile-1"
+    other.mkdir()
+    host = WorkerHost(HostConfig(backend="faulty", worker_module=FAULTY, scratch_dir=str(tmp_path)))
+    try:
+        assert not stale[0].exists()
+        assert alive.exists() and other.exists() and host.scratch.exists()
+    finally:
+        host.close()
 
 
 def test_protocol_garbage_and_fatal_start_up(tmp_path):
