@@ -1,4 +1,4 @@
-"""The `raygen` command line: verify, bench, demo (run, submit, upload arrive with their issues)."""
+"""The `raygen` command line: run, upload, verify, bench, demo."""
 
 from __future__ import annotations
 
@@ -38,7 +38,33 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.set, args.output)
     summary = run(config)
     print(summary.format())
-    return 0 if summary.verify_ok in (True, None) and not summary.stopped else 1
+    return 0 if summary.verify_ok in (True, None) and not summary.stopped and not summary.upload_error else 1
+
+
+def _cmd_upload(args: argparse.Namespace) -> int:
+    from raygen.config import ConfigError, UploadConfig
+    from raygen.datasets.hub import Uploader, UploadError
+
+    try:
+        cfg = UploadConfig(repo=args.repo, metadata_repo=args.metadata_repo, private=not args.public,
+                           revision=args.revision, batch_shards=args.batch_shards, skip_hub_check=args.skip_hub_check,
+                           env_file=args.env_file, endpoint=args.endpoint, card=not args.no_card)
+    except ValueError as exc:
+        raise ConfigError(f"raygen upload: {exc}") from None
+    if not (Path(args.path) / "meta" / "raygen" / "ledger.jsonl").exists():
+        print(f"raygen upload: {args.path} is not a raygen dataset (no meta/raygen/ledger.jsonl)", file=sys.stderr)
+        return 2
+    uploader = Uploader(args.path, cfg)
+    try:
+        reports = uploader.finish()
+    except UploadError as exc:
+        print(f"raygen upload: {exc}", file=sys.stderr)
+        return 1
+    for rep in reports.values():
+        print(f"{rep.target}: {rep.commits} commits, {rep.files} files, {rep.bytes / 1e6:.1f} MB sent, "
+              f"{rep.reconciled_shards} shards found already there, {rep.pending_shards} pending"
+              + (" (metadata only)" if rep.metadata_only else ""))
+    return 0
 
 
 def _cmd_bench_worker(args: argparse.Namespace) -> int:
@@ -129,6 +155,19 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("path", help="dataset root (the folder holding meta/info.json)")
     v.add_argument("--decode", action="store_true", help="also decode every RGB frame (depth is always decoded)")
     v.set_defaults(func=_cmd_verify)
+
+    u = sub.add_parser("upload", help="upload (or finish uploading) a dataset in batches, exactly once")
+    u.add_argument("path", help="dataset root")
+    u.add_argument("--repo", default=None, help="everything: 'org/name', 'hf://datasets/org/name', a folder or a URL")
+    u.add_argument("--metadata-repo", default=None, help="data, flow and meta only (no videos, no depth)")
+    u.add_argument("--public", action="store_true", help="create missing Hub repos public (default: private)")
+    u.add_argument("--revision", default="main", help="Hub branch to commit to")
+    u.add_argument("--batch-shards", type=int, default=10, help="most shards in one commit")
+    u.add_argument("--skip-hub-check", action="store_true", help="trust the local upload ledger")
+    u.add_argument("--env-file", default=None, help=".env file holding HF_TOKEN")
+    u.add_argument("--endpoint", default=None, help="Hub endpoint URL (default: huggingface_hub's)")
+    u.add_argument("--no-card", action="store_true", help="no dataset card, no v3.0 tag")
+    u.set_defaults(func=_cmd_upload)
 
     b = sub.add_parser("bench", help="speed figures as ratios against a baseline measured in the same run")
     bsub = b.add_subparsers(dest="bench", required=True)

@@ -81,10 +81,42 @@ class StagesConfig(_Strict):
 
 class OutputConfig(_Strict):
     path: str = Field("out/pick_place", description="Dataset folder (resumed when it exists).")
-    shard_size: int = Field(8, ge=1, description="Episodes per shard (one data/video/depth file each).")
+    shard_size: int = Field(50, ge=1, description="Episodes per shard (one data/video/depth file each); larger "
+                                                 "shards mean fewer Hub files and commits.")
     video_codec: str = Field("libsvtav1", description="Colour video encoder (libsvtav1, libx264, ...).")
     crf: int = Field(30, ge=0, le=63, description="Video quality (lower is better).")
     gop: int = Field(2, ge=1, description="Keyframe interval.")
+
+
+class UploadConfig(_Strict):
+    repo: str | None = Field(None, description="Where everything goes: a Hub dataset ('org/name' or "
+                                               "'hf://datasets/org/name'), a folder, or an fsspec URL. "
+                                               "None = no upload.")
+    metadata_repo: str | None = Field(None, description="Optional second target with data, flow and meta only "
+                                                        "(no videos, no depth); same forms as repo.")
+    private: bool = Field(True, description="Create missing Hub repos as private.")
+    revision: str = Field("main", description="Hub branch to commit to (created from main when missing).")
+    batch_interval_s: float = Field(600.0, gt=0, description="Upload committed shards at least this often.")
+    batch_shards: int = Field(10, ge=1, description="... or as soon as this many shards wait; also the most "
+                                                    "shards in one Hub commit.")
+    skip_hub_check: bool = Field(False, description="Trust the local upload ledger instead of listing the "
+                                                    "target's files once at start.")
+    env_file: str | None = Field(None, description="A .env file to read HF_TOKEN from (else the HF_TOKEN "
+                                                   "variable, else huggingface_hub's stored login).")
+    endpoint: str | None = Field(None, description="Hub endpoint URL (None = huggingface_hub's default, "
+                                                   "HF_ENDPOINT).")
+    attempts: int = Field(6, ge=1, description="Tries per Hub call on 5xx, timeouts, dropped connections "
+                                               "and commit conflicts (exponential backoff with jitter).")
+    timeout_s: float = Field(60.0, gt=0, description="Seconds before one Hub request counts as timed out.")
+    card: bool = Field(True, description="Write the dataset card (README.md) and the v3.0 tag at the end.")
+    license: str = Field("other", description="License named in the dataset card.")
+
+    @field_validator("repo", "metadata_repo")
+    @classmethod
+    def _target(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("empty; give 'org/name', 'hf://datasets/org/name', a folder or a URL, or leave it out")
+        return v
 
 
 class RunConfig(_Strict):
@@ -92,6 +124,7 @@ class RunConfig(_Strict):
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     stages: StagesConfig = Field(default_factory=StagesConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    upload: UploadConfig = Field(default_factory=UploadConfig)
 
 
 class ConfigError(ValueError):

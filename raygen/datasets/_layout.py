@@ -40,6 +40,7 @@ REJECTS = "meta/raygen/rejects.parquet"
 DIVERSITY = "meta/raygen/diversity.json"
 RUN = "meta/raygen/run.json"
 LOCK = "meta/raygen/.lock"
+UPLOADS = "meta/raygen/uploads.jsonl"
 STAGING = ".staging"
 
 IMAGE_PREFIX = "observation.images."
@@ -125,6 +126,16 @@ def atomic_write_parquet(path: Path, table: pa.Table, *, row_group_lengths: list
             w.write_table(table.slice(start, n))
             start += n
     atomic_write_bytes(path, sink.getvalue().to_pybytes())
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The complete lines of a JSON-lines file (a torn last line, left by a crash, is not one); [] if absent."""
+    try:
+        raw = path.read_text()
+    except FileNotFoundError:
+        return []
+    lines = raw.splitlines() if raw.endswith("\n") else raw.splitlines()[:-1]
+    return [json.loads(line) for line in lines if line.strip()]
 
 
 def append_line(path: Path, line: str) -> None:

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,8 @@ class Committer:
         self._raygen_info: dict[str, Any] | None = None
         self._total_frames = 0
         self._broken: str | None = None
+        self.commit_lock = threading.Lock()
+        """Held during a commit; a reader in this process (the uploader) takes it for a consistent snapshot."""
         self._lock_fd = _lock(self.root)
         try:
             self._open()
@@ -243,7 +246,8 @@ class Committer:
         if self._lock_fd is None:
             raise RuntimeError(f"{self.root}: this committer was closed")
         try:
-            return self._commit(staged)
+            with self.commit_lock:
+                return self._commit(staged)
         except BaseException as exc:
             self._broken = f"{type(exc).__name__}: {exc}"
             raise

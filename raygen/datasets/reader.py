@@ -11,7 +11,6 @@ as the contract describes it; RGB comes back within codec tolerance.
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -56,9 +55,7 @@ class DatasetReader:
         self.episodes = pq.read_table(files).sort_by("episode_index") if files else None
         self._record_cache: dict[tuple[int, int], dict[str, Any]] = {}
         # the ledger is the authority on what is committed, in episode-index order
-        raw = (self.root / L.LEDGER).read_text()
-        lines = raw.splitlines() if raw.endswith("\n") else raw.splitlines()[:-1]  # a torn tail is uncommitted
-        keys = [k for line in lines for k in json.loads(line)["episodes"]]
+        keys = [k for entry in L.read_jsonl(self.root / L.LEDGER) for k in entry["episodes"]]
         n = 0 if self.episodes is None else self.episodes.num_rows
         if len(keys) != n:
             raise ValueError(f"{self.root / L.LEDGER}: names {len(keys)} episodes, meta/episodes has {n}; "

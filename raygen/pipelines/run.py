@@ -53,6 +53,9 @@ class RunSummary:
     gpu_seconds: float = 0.0
     stopped: bool = False
     verify_ok: bool | None = None
+    upload: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per upload target: commits, files, bytes, reconciled and pending shards, last error."""
+    upload_error: str | None = None
 
     def format(self) -> str:
         lines = [
@@ -64,6 +67,12 @@ class RunSummary:
             f"plan: {self.plan}",
             "seconds per episode by stage: " + ", ".join(f"{k} {v:.2f}" for k, v in self.stage_seconds.items()),
         ]
+        for name, rep in self.upload.items():
+            lines.append(f"upload {name}: {rep['commits']} commits, {rep['files']} files, "
+                         f"{rep['bytes'] / 1e6:.1f} MB, {rep['pending_shards']} shards pending"
+                         + (" (metadata only)" if rep["metadata_only"] else ""))
+        if self.upload_error:
+            lines.append(f"upload failed: {self.upload_error}")
         if self.stopped:
             lines.append("stopped before the end: run again to resume")
         if self.verify_ok is not None:
@@ -253,8 +262,13 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
     summary.planned, summary.skipped_done = len(specs), config.source.episodes - len(specs)
     diversity, stage_totals = _Diversity(), {}
     metrics: _Metrics | None = None
+    uploader = None
     clean = True
     try:
+        if config.upload.repo or config.upload.metadata_repo:
+            from raygen.datasets.hub import Uploader
+
+            uploader = Uploader(root, config.upload, commit_lock=writer.committer.commit_lock).start()
         if not specs:
             logger.info("nothing to do: all %d episodes are committed or rejected", config.source.episodes)
             return summary
@@ -290,6 +304,8 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
                 metrics.rejects(n)
                 summary.shards += 1
                 L.atomic_write_json(root / L.DIVERSITY, diversity.report())
+                if uploader is not None:
+                    uploader.notify()
                 _progress(summary, progress, t0, len(specs))
             stage_totals["driver"] = stage_totals.get("driver", 0.0) + time.perf_counter() - t_row
             if stop is not None and stop.is_set():
@@ -324,6 +340,8 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
             L.atomic_write_json(root / L.DIVERSITY, diversity.report())
         if (root / L.INFO).exists() or (root / L.RUN).exists():
             L.atomic_write_json(root / L.RUN, _run_record(config, None, summary))
+        if uploader is not None:
+            _finish_upload(uploader, summary, flush=clean)
     if verify and (root / L.INFO).exists():
         from raygen.datasets.verify import verify_dataset
 
@@ -348,6 +366,23 @@ def _check_backend_options(config: RunConfig) -> None:
     if unknown:
         raise ConfigError(f"source.backend_options: unknown option(s) {unknown} for backend "
                           f"{config.source.backend!r}; known: {sorted(known - {'width', 'height'})}")
+
+
+def _finish_upload(uploader: Any, summary: RunSummary, *, flush: bool) -> None:
+    """Final flush + card + tag after a clean end; after an interruption only stop (the next run sends the rest)."""
+    from raygen.datasets.hub import UploadError
+
+    try:
+        if flush:
+            uploader.finish()
+        else:
+            uploader.stop()
+            logger.warning("upload stopped with the run; the next run or `raygen upload %s` sends what is pending",
+                           summary.path)
+    except UploadError as exc:
+        summary.upload_error = str(exc)
+        logger.error("%s", exc)
+    summary.upload = {k: asdict(r) for k, r in uploader.reports.items()}
 
 
 def _progress(summary: RunSummary, progress: dict[str, Any], t0: float, total: int) -> None:
