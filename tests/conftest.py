@@ -26,6 +26,24 @@ def _isolated_hf_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyt
     monkeypatch.setenv("HF_HOME", str(tmp_path_factory.getbasetemp() / "hf_home"))
 
 
+HUB_TOKEN = "hf_raygenTestSecret0123456789abcdef"
+
+
+@pytest.fixture
+def local_hub(monkeypatch: pytest.MonkeyPatch):
+    """A local Hub-compatible server (test double for the unreachable live Hub), token ``HUB_TOKEN``."""
+    from huggingface_hub.utils import _http
+
+    from tests.hubserver import LocalHub, patch_hf_client
+
+    with LocalHub(token=HUB_TOKEN, lfs_threshold=2048, slow_seconds=3.0) as server:
+        patch_hf_client(monkeypatch, server)
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        yield server
+        assert not server.server_errors, server.server_errors[0]
+    _http.set_client_factory(_http.default_client_factory)  # the uploader sets a client with a timeout
+
+
 @pytest.fixture(scope="session")
 def reference_dataset() -> Path:
     if not REFERENCE.exists():

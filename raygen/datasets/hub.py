@@ -12,7 +12,8 @@ file list is read once (unless ``skip_hub_check``): shards whose files are all t
 are recorded as landed without sending anything (a crash between a Hub commit and the ledger line), and
 shards recorded but missing are sent again. Every commit title carries a batch id; when a commit call
 fails in a way that leaves its outcome unknown (a timeout, a dropped connection, a 5xx), the target's
-recent commits are searched for that id before it is tried again.
+recent commits are searched for that id before it is tried again, and every try names the head it
+builds on, so a try that lands late is refused by the Hub instead of duplicating the batch.
 
 Faults: 5xx, 408/409/412/429, timeouts and dropped connections are retried with exponential backoff and
 jitter; a batch that still fails stays pending for the next interval. Local files are never deleted.
@@ -177,24 +178,28 @@ class HubTarget:
                 out[f.path] = (int(f.size), digest)
         return out
 
-    def commit(self, files: list[tuple[str, Path | bytes]], title: str, description: str) -> str:
+    def commit(self, files: list[tuple[str, Path | bytes]], title: str, description: str,
+               parent: str | None) -> str:
+        """One Hub commit on top of ``parent``: if the head moved (an earlier try landed late), the Hub refuses."""
         from huggingface_hub import CommitOperationAdd
 
         ops = [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(src) if isinstance(src, Path) else src)
                for rel, src in files]
         info = self.api.create_commit(self.repo_id, operations=ops, commit_message=title,
                                       commit_description=description, repo_type="dataset",
-                                      revision=self.revision)
+                                      revision=self.revision, parent_commit=parent)
         return str(info.oid)
 
-    def landed(self, batch_id: str) -> str | None:
-        """The commit whose title carries ``batch_id``, if one landed."""
+    def state(self, batch_id: str) -> tuple[str | None, str | None]:
+        """(head commit, the commit whose title carries ``batch_id`` or None), from one listing."""
+        head = None
         for i, c in enumerate(self.api.list_repo_commits(self.repo_id, repo_type="dataset", revision=self.revision)):
+            head = head or str(c.commit_id)
             if f"[{batch_id}]" in c.title:
-                return str(c.commit_id)
-            if i >= 100:
+                return head, str(c.commit_id)
+            if i >= 200:
                 break
-        return None
+        return head, None
 
     def tag(self, tag: str) -> bool:
         """Point ``tag`` at the head of the revision (LeRobot loads the revision its codebase tag names)."""
@@ -233,7 +238,8 @@ class FolderTarget:
         return {p[len(prefix):]: (int(d.get("size") or 0), None) for p, d in found.items()
                 if p.startswith(prefix) and d.get("type") != "directory" and not p.endswith(".raygen-part")}
 
-    def commit(self, files: list[tuple[str, Path | bytes]], title: str, description: str) -> str:
+    def commit(self, files: list[tuple[str, Path | bytes]], title: str, description: str,
+               parent: str | None) -> str:
         # each file lands whole (written aside, then moved); sending a file again rewrites the same bytes
         for rel, src in files:
             dst = f"{self.base}/{rel}"
@@ -246,8 +252,8 @@ class FolderTarget:
             self.fs.mv(part, dst)
         return ""
 
-    def landed(self, batch_id: str) -> str | None:
-        return None  # re-sending a batch rewrites identical files: nothing to find
+    def state(self, batch_id: str) -> tuple[str | None, str | None]:
+        return None, None  # no commit log: re-sending a batch rewrites identical files
 
     def tag(self, tag: str) -> bool:
         return False  # folders have no tags
@@ -327,6 +333,9 @@ class Uploader:
         else:
             _SECRETS.add(token)
         _use_timeout(config.timeout_s)
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()  # a week-long run logs batches, not progress bars
         self.targets: list[Target] = []
         if config.repo:
             self.targets.append(make_target(config.repo, config, token))
@@ -532,8 +541,7 @@ class Uploader:
             batch_id = _sha256(json.dumps([target.key, seqs, sorted(changed) if last else []]).encode())[:12]
             title = self._title(group, batch_id)
             description = f"raygen {__version__}: {len(group)} shard(s), {len(files)} file(s)."
-            oid = self._call(target, f"commit {title!r}", lambda f=files, t=title, d=description:
-                             target.commit(f, t, d), landed=lambda b=batch_id: target.landed(b))
+            oid = self._commit(target, files, title, description, batch_id)
             nbytes = sum(len(src) if isinstance(src, bytes) else src.stat().st_size for _, src in files)
             line: dict[str, Any] = {"shards": seqs, "commit": oid, "batch": batch_id, "files": len(files),
                                     "bytes": nbytes}
@@ -567,44 +575,60 @@ class Uploader:
         digest = _sha256(text)
         if self._meta_sent[target.key].get(CARD) != digest and not _matches(text, self._remote_card.get(target.key)):
             bid = _sha256(json.dumps([target.key, "card", digest]).encode())[:12]
-            oid = self._call(target, "commit the dataset card",
-                             lambda: target.commit([(CARD, text)], f"raygen: dataset card [{bid}]", ""),
-                             landed=lambda: target.landed(bid))
+            oid = self._commit(target, [(CARD, text)], f"raygen: dataset card [{bid}]", "", bid)
             self._record(target, {"shards": [], "commit": oid, "batch": bid, "files": 1, "bytes": len(text),
                                   "meta": {CARD: digest}})
             self.reports[target.key].commits += 1
         if self._call(target, f"tag {L.CODEBASE_VERSION}", lambda: target.tag(L.CODEBASE_VERSION)):
             logger.info("upload: %s tagged %s", target.name, L.CODEBASE_VERSION)
 
-    def _call(self, target: Target, what: str, fn: Callable[[], T], *,
-              landed: Callable[[], str | None] | None = None) -> T:
-        """``fn()`` with retries; for commits, ``landed()`` first checks whether a failed try made it."""
-        attempts = self.config.attempts
-        for attempt in range(1, attempts + 1):
+    def _call(self, target: Target, what: str, fn: Callable[[], T]) -> T:
+        """``fn()``, tried again after failures that may pass (backoff with jitter)."""
+        for attempt in range(1, self.config.attempts + 1):
             try:
                 return fn()
             except Exception as exc:
-                retry = _retryable(exc)
-                if landed is not None and retry:
-                    try:
-                        oid = landed()
-                    except Exception as check_exc:
-                        logger.warning("upload: %s: could not check whether it landed: %s", target.name,
-                                       _describe(check_exc))
-                        oid = None
-                    if oid is not None:
-                        logger.info("upload: %s: %s landed despite %s", target.name, what, _describe(exc))
-                        return oid  # type: ignore[return-value]
-                if not retry or attempt == attempts:
-                    err = UploadError(f"{target.name}: could not {what} after {attempt} attempt(s): "
-                                      f"{_describe(exc)}")
-                    err.retryable = retry  # type: ignore[attr-defined]
-                    raise err from None
-                delay = min(60.0, self.backoff_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
-                logger.warning("upload: %s: %s failed (%s); try %d/%d in %.1f s", target.name, what,
-                               _describe(exc), attempt + 1, attempts, delay)
-                time.sleep(delay)
+                self._retry_or_raise(target, what, exc, attempt)
         raise AssertionError("unreachable")
+
+    def _commit(self, target: Target, files: list[tuple[str, Path | bytes]], title: str, description: str,
+                batch_id: str) -> str:
+        """Exactly one commit of ``files``, even when a try fails after the target applied it.
+
+        Every try commits on top of the head seen before it, so of two tries only one can land; after a
+        failure the commit log is read again (head and our batch id from one listing) before the next try.
+        """
+        what = f"commit {title!r}"
+        head, landed = self._call(target, "read its commit log", lambda: target.state(batch_id))
+        if landed is not None:
+            return landed
+        for attempt in range(1, self.config.attempts + 1):
+            try:
+                return target.commit(files, title, description, head)
+            except Exception as exc:
+                if not _retryable(exc):
+                    self._retry_or_raise(target, what, exc, attempt)
+                try:
+                    head, landed = target.state(batch_id)
+                except Exception as check_exc:
+                    self._retry_or_raise(target, what, check_exc, attempt)
+                    continue
+                if landed is not None:
+                    logger.info("upload: %s: %s landed despite %s", target.name, what, _describe(exc))
+                    return landed
+                self._retry_or_raise(target, what, exc, attempt)
+        raise AssertionError("unreachable")
+
+    def _retry_or_raise(self, target: Target, what: str, exc: Exception, attempt: int) -> None:
+        retry = _retryable(exc)
+        if not retry or attempt >= self.config.attempts:
+            err = UploadError(f"{target.name}: could not {what} after {attempt} attempt(s): {_describe(exc)}")
+            err.retryable = retry  # type: ignore[attr-defined]
+            raise err from None
+        delay = min(60.0, self.backoff_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
+        logger.warning("upload: %s: %s failed (%s); try %d/%d in %.1f s", target.name, what, _describe(exc),
+                       attempt + 1, self.config.attempts, delay)
+        time.sleep(delay)
 
 
 def _append_upload_ledger(path: Path, line: dict[str, Any]) -> None:

@@ -287,6 +287,8 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
         stream = _build_stream(config, plan, specs, str(rejects_dir), video, stop_file=str(stop_file))
         for row in stream.iter_rows():
             t_row = time.perf_counter()
+            progress.setdefault("first_row_s", t_row - t0)  # start-up ends here (steady-state rate for bench)
+            progress["last_row_s"] = t_row - t0
             enc = EncodedEpisode.from_row(row)
             m = enc.record["metrics"]
             metrics.episode(m, plan.num_gpus)

@@ -33,12 +33,22 @@ def _config(tmp_path, *extra):
     return load_config(REPO / "configs" / "pick_place_local.yaml", [*SMALL, *extra], output=str(tmp_path / "ds"))
 
 
-def test_end_to_end_then_resume_does_nothing(ray_local, tmp_path):
+def test_end_to_end_then_resume_does_nothing(ray_local, tmp_path, local_hub, monkeypatch):
     from raygen.pipelines.run import run
+    from tests.conftest import HUB_TOKEN
 
-    cfg = _config(tmp_path, "source.episodes=3")
+    monkeypatch.setenv("HF_TOKEN", HUB_TOKEN)
+    cfg = _config(tmp_path, "source.episodes=3", "upload.repo=lab/e2e", f"upload.endpoint={local_hub.endpoint}",
+                  "upload.batch_shards=1")
     s = run(cfg)
     assert s.accepted + s.rejected == 3 and s.verify_ok and s.shards == 2, s.format()
+    # the upload: both shards, the metadata, the card and the tag, while and after the run
+    assert s.upload["hf://datasets/lab/e2e@main"]["pending_shards"] == 0 and not s.upload_error, s.format()
+    on_hub = local_hub.files("lab/e2e")
+    assert {p for p in on_hub if p.startswith("data/")} == {"data/chunk-000/file-000.parquet",
+                                                             "data/chunk-000/file-001.parquet"}
+    assert on_hub["meta/info.json"] == (tmp_path / "ds/meta/info.json").read_bytes()
+    assert "README.md" in on_hub and local_hub.tags("lab/e2e")["v3.0"] == local_hub.head("lab/e2e")
     reader = DatasetReader(tmp_path / "ds")
     ep = reader.episode(0)
     assert {"tracks3d", "tracks2d.cam_high", "tracks2d.cam_wrist.visible"} <= set(ep.frame_features)
@@ -49,8 +59,10 @@ def test_end_to_end_then_resume_does_nothing(ray_local, tmp_path):
     assert div["fixed_viewpoints"] == 1 and div["moving_cameras"] == ["cam_wrist"] and div["episodes"] == 3
     assert 0 < div["workspace_coverage"] < 1 and sum(div["task_distribution"].values()) == 3
     assert (tmp_path / "ds/meta/raygen/run.json").exists()
+    commits = len(local_hub.commits("lab/e2e"))
     again = run(cfg)
     assert again.planned == 0 and again.skipped_done == 3
+    assert len(local_hub.commits("lab/e2e")) == commits + 1  # only run.json changed: one metadata commit
 
 
 def test_rejects_are_recorded_and_not_regenerated(ray_local, tmp_path):
