@@ -49,7 +49,11 @@ class SourceConfig(_Strict):
 
 class ResourcesConfig(_Strict):
     workers_per_gpu: float = Field(1, ge=1, description="Simulator processes per GPU (2 = two share each GPU).")
-    num_gpus: int | Literal["auto"] = Field("auto", description="GPUs to use; auto = every GPU Ray sees.")
+    num_gpus: int | Literal["auto"] = Field("auto", description="GPUs to use; auto = every GPU Ray sees (GPU "
+                                                              "backends). A number also puts bullet on GPUs.")
+    max_gpus: int | None = Field(None, ge=1, description="Let the host pool grow up to this many GPUs as GPU nodes "
+                                                         "join (autoscaler, or nodes added by hand); None = no "
+                                                         "growth beyond num_gpus.")
     cpu_workers: int = Field(1, ge=1, description="Simulator processes when the backend runs on CPU (bullet).")
     cpus_per_worker: float = Field(0.5, gt=0, description="CPUs Ray reserves per simulator actor.")
     cpu_threads: int = Field(1, ge=1, description="Thread cap (OMP/MKL) inside each simulator process.")

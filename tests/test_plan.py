@@ -26,6 +26,19 @@ def test_isaac_where_it_cannot_run(cluster, match):
         make_plan(load_config(None, ["source.backend=isaac"]), cluster)
 
 
+def test_bullet_on_gpus_and_a_pool_that_grows_as_gpus_join():
+    cfg = load_config(None, ["resources.num_gpus=1", "resources.max_gpus=3", "resources.workers_per_gpu=2"])
+    plan = make_plan(cfg, ClusterResources(cpus=8, gpus=1))
+    assert (plan.workers, plan.pool_max, plan.num_gpus, plan.resources) == (2, 6, 0.5, {})
+    assert "growing to 6 as GPUs join" in plan.describe()
+    cpu = make_plan(load_config(None, ["resources.cpu_workers=3"]), ClusterResources(cpus=8, gpus=4))
+    assert cpu.num_gpus == 0 and cpu.pool_max == cpu.workers == 3  # bullet stays on CPU unless asked
+    with pytest.raises(ConfigError, match="resources.max_gpus: 2 needs GPU hosts"):
+        make_plan(load_config(None, ["resources.max_gpus=2"]), ClusterResources(cpus=8, gpus=4))
+    with pytest.raises(ConfigError, match="below the 2 GPUs"):
+        make_plan(load_config(None, ["resources.num_gpus=2", "resources.max_gpus=1"]), ClusterResources(8, 2))
+
+
 def test_specs_are_deterministic_and_skip_committed():
     cfg = load_config(None, ["source.episodes=4", "source.seed=9"])
     specs = episode_specs(cfg, skip={"bullet-pick_place-s9-000001"})

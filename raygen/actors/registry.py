@@ -18,6 +18,8 @@ class BackendInfo:
     sdk: str
     """The Python module the backend cannot run without (checked on the driver before scheduling)."""
     needs_gpu: bool
+    can_use_gpu: bool = False
+    """Runs on CPU by default but can take GPU shares when resources.num_gpus is given (bullet: EGL on the GPU)."""
     custom_resource: str | None = None
     """A Ray custom resource its actors ask for (Isaac Sim renders only on RTX GPUs)."""
     description: str = ""
@@ -25,7 +27,7 @@ class BackendInfo:
 
 BACKENDS: dict[str, BackendInfo] = {
     "bullet": BackendInfo("bullet", "raygen.actors.bullet.worker", "pybullet", needs_gpu=False,
-                          description="embedded CPU pick-and-place on PyBullet"),
+                          can_use_gpu=True, description="embedded CPU pick-and-place on PyBullet"),
     "isaac": BackendInfo("isaac", "raygen.actors.isaac.worker", "isaacsim", needs_gpu=True, custom_resource="rtx",
                          description="Isaac Sim 5.x pick-and-place (RTX GPU)"),
 }

@@ -58,6 +58,12 @@ class Plan:
     stage_cpus: float
     """CPUs left for the downstream stages."""
     gpus_used: float
+    max_workers: int = 0
+    """The most hosts the pool may grow to as nodes join (resources.max_gpus); 0 = workers."""
+
+    @property
+    def pool_max(self) -> int:
+        return max(self.workers, self.max_workers)
 
     def actor_options(self) -> dict[str, Any]:
         opts: dict[str, Any] = {"num_cpus": self.num_cpus}
@@ -70,7 +76,8 @@ class Plan:
     def describe(self) -> str:
         gpu = f", {self.num_gpus:g} GPU each over {self.gpus_used:g} GPUs" if self.num_gpus else " on CPU"
         extra = f", resources {self.resources}" if self.resources else ""
-        return (f"{self.workers} {self.backend} hosts ({self.num_cpus:.3g} CPU{gpu}{extra}); "
+        grow = f", growing to {self.pool_max} as GPUs join" if self.pool_max > self.workers else ""
+        return (f"{self.workers} {self.backend} hosts{grow} ({self.num_cpus:.3g} CPU{gpu}{extra}); "
                 f"{self.stage_cpus:.3g} CPUs for the stages")
 
 
@@ -82,7 +89,12 @@ def make_plan(config: RunConfig, cluster: ClusterResources) -> Plan:
     free = cluster.cpus - stage_cpus
     if free <= 0:
         raise ConfigError(f"the cluster has {cluster.cpus:g} CPUs; raygen needs more than {MIN_STAGE_CPUS:g}")
-    if backend.needs_gpu:
+    on_gpu = backend.needs_gpu or (backend.can_use_gpu and res.num_gpus != "auto")
+    if res.max_gpus is not None and not on_gpu:
+        raise ConfigError(f"resources.max_gpus: {res.max_gpus} needs GPU hosts; the {backend.name!r} backend runs on "
+                          "CPU unless resources.num_gpus is a number")
+    max_workers = 0
+    if on_gpu:
         gpus = cluster.gpus if res.num_gpus == "auto" else float(res.num_gpus)
         if cluster.gpus < 1 or gpus < 1:
             raise ConfigError(
@@ -105,11 +117,15 @@ def make_plan(config: RunConfig, cluster: ClusterResources) -> Plan:
             custom = {backend.custom_resource: share}
             workers = min(workers, int(math.floor(have * res.workers_per_gpu + 1e-9)))
         num_gpus, gpus_used = min(1.0, share), gpus
+        if res.max_gpus is not None:
+            if res.max_gpus < gpus:
+                raise ConfigError(f"resources.max_gpus: {res.max_gpus} is below the {gpus:g} GPUs used now")
+            max_workers = int(math.floor(res.max_gpus * res.workers_per_gpu + 1e-9))
     else:
         workers, num_gpus, custom, gpus_used = res.cpu_workers, 0.0, {}, 0.0
     num_cpus = min(res.cpus_per_worker, free / workers)
     return Plan(backend=backend.name, workers=workers, num_cpus=round(num_cpus, 4), num_gpus=num_gpus,
-                resources=custom, stage_cpus=stage_cpus, gpus_used=gpus_used)
+                resources=custom, stage_cpus=stage_cpus, gpus_used=gpus_used, max_workers=max_workers)
 
 
 def episode_specs(config: RunConfig, skip: set[str] | frozenset[str] = frozenset()) -> list[EpisodeSpec]:

@@ -223,7 +223,7 @@ def _build_stream(config: RunConfig, plan: Any, specs: list, rejects_dir: str, v
     stage_cpu = max(0.1, round(plan.stage_cpus / 4, 3))
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(WorkerHost, fn_constructor_kwargs={"config": host}, batch_size=1,
-                        compute=ActorPoolStrategy(min_size=1, max_size=plan.workers), **plan.actor_options())
+                        compute=ActorPoolStrategy(min_size=1, max_size=plan.pool_max), **plan.actor_options())
     if generate_only:  # the baseline of `raygen bench pipeline`
         return ds
     quality = QualitySettings(min_score=st.quality.min_score, require_success=st.quality.require_success)
