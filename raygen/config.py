@@ -123,12 +123,19 @@ class UploadConfig(_Strict):
         return v
 
 
+class CostConfig(_Strict):
+    gpu_hour: float = Field(0.0, ge=0, description="Price of one GPU for one hour (the node price / its GPUs).")
+    cpu_hour: float = Field(0.0, ge=0, description="Price of one CPU core for one hour.")
+    currency: str = Field("USD", description="Currency the prices are in (shown beside the estimate).")
+
+
 class RunConfig(_Strict):
     source: SourceConfig = Field(default_factory=SourceConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     stages: StagesConfig = Field(default_factory=StagesConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     upload: UploadConfig = Field(default_factory=UploadConfig)
+    cost: CostConfig = Field(default_factory=CostConfig)
 
 
 class ConfigError(ValueError):

@@ -111,6 +111,7 @@ class HostResult:
         if self.episode is not None:
             self.episode.metrics["host.attempts"] = self.attempts
             self.episode.metrics["host.episode_s"] = float(self.timing.get("host_total_s", 0.0))
+            self.episode.metrics["host.cpu_s"] = float(self.timing.get("cpu_s", 0.0))
             return {**episode_to_row(self.episode), **meta, "stderr_tail": ""}
         return {"episode_key": self.episode_key, **meta, "stderr_tail": self.stderr_tail}
 

@@ -51,6 +51,14 @@ class RunSummary:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     worker_retries: int = 0
     gpu_seconds: float = 0.0
+    """GPU shares held by simulator hosts x seconds, over every episode made (rejects too)."""
+    cpu_seconds: float = 0.0
+    """CPU time measured in the simulators, the stages and the driver, over every episode made."""
+    cost: float = 0.0
+    """Estimated cost: gpu_seconds and cpu_seconds at the config's cost.gpu_hour / cost.cpu_hour."""
+    cost_per_episode: float = 0.0
+    """cost / accepted episodes (what one usable episode cost, rejects included)."""
+    currency: str = "USD"
     stopped: bool = False
     verify_ok: bool | None = None
     upload: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -63,7 +71,9 @@ class RunSummary:
             f"episodes: {self.accepted} accepted, {self.rejected} rejected, {self.skipped_done} already done "
             f"(of {self.planned + self.skipped_done}); {self.shards} shards committed",
             f"time: {self.seconds:.1f} s, {self.episodes_per_minute:.1f} episodes/min; worker retries: "
-            f"{self.worker_retries}; GPU-seconds: {self.gpu_seconds:.1f}",
+            f"{self.worker_retries}",
+            f"cost: {self.gpu_seconds:.1f} GPU-s, {self.cpu_seconds:.1f} CPU-s, estimated {self.cost:.4f} "
+            f"{self.currency} ({self.cost_per_episode:.5f} {self.currency} per accepted episode)",
             f"plan: {self.plan}",
             "seconds per episode by stage: " + ", ".join(f"{k} {v:.2f}" for k, v in self.stage_seconds.items()),
         ]
@@ -90,14 +100,15 @@ def rejected_keys(root: Path) -> set[str]:
     return set(pq.read_table(p, columns=["episode_key"]).column(0).to_pylist()) if p.exists() else set()
 
 
-def _fold_rejects(root: Path, staging: Path) -> int:
-    """Move reject records from staging into meta/raygen/rejects.parquet; returns how many."""
+def _fold_rejects(root: Path, staging: Path) -> list[dict[str, Any]]:
+    """Move reject records from staging into meta/raygen/rejects.parquet; returns the records."""
     files = sorted(staging.glob("*.json")) if staging.exists() else []
     if not files:
-        return 0
-    rows = []
+        return []
+    rows, records = [], []
     for f in files:
         r = json.loads(f.read_text())
+        records.append(r)
         rows.append({"episode_key": r["episode_key"], "stage": r["stage"], "reason": r["reason"],
                      "score": r.get("score"), "attempts": r.get("attempts"), "stderr_tail": r.get("stderr_tail"),
                      "recorded_at": time.time()})
@@ -107,7 +118,30 @@ def _fold_rejects(root: Path, staging: Path) -> int:
     L.atomic_write_parquet(path, table)
     for f in files:
         f.unlink()
-    return len(rows)
+    return records
+
+
+@dataclass
+class _Account:
+    """GPU- and CPU-seconds of everything made in this run, accepted or rejected."""
+
+    gpus_per_host: float = 0.0
+    gpu_s: float = 0.0
+    cpu_s: float = 0.0
+
+    def episode(self, m: dict[str, Any]) -> tuple[float, float]:
+        from raygen.pipelines.stages import spent
+
+        s = spent(m)
+        return self.add(s["host_s"] * self.gpus_per_host, s["cpu_s"])
+
+    def reject(self, r: dict[str, Any]) -> tuple[float, float]:
+        return self.add(float(r.get("host_s") or 0.0) * self.gpus_per_host, float(r.get("cpu_s") or 0.0))
+
+    def add(self, gpu_s: float, cpu_s: float) -> tuple[float, float]:
+        self.gpu_s += gpu_s
+        self.cpu_s += cpu_s
+        return gpu_s, cpu_s
 
 
 class _Diversity:
@@ -177,18 +211,25 @@ class _Metrics:
             self.rejected = Counter("raygen_episodes_rejected", "episodes rejected (errors, quality, diversity)")
             self.retries = Counter("raygen_worker_retries", "episode attempts beyond the first")
             self.gpu_seconds = Counter("raygen_gpu_seconds", "GPU-seconds held by simulator hosts")
+            self.cpu_seconds = Counter("raygen_cpu_seconds", "CPU-seconds used by simulators, stages and driver")
+            self.cost = Counter("raygen_cost", "estimated cost at the config's prices (cost.currency)")
             self.stage = Histogram("raygen_stage_seconds", "seconds per episode per stage",
                                    boundaries=[0.01, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 300], tag_keys=("stage",))
         except Exception:  # metrics are best effort
             logger.debug("ray.util.metrics unavailable", exc_info=True)
             self.generated = None
 
-    def episode(self, metrics: dict[str, Any], gpus_per_host: float) -> None:
+    def spend(self, gpu_s: float, cpu_s: float, prices: Any) -> None:
         if self.generated is None:
             return
-        gpu_s = float(metrics.get("host.episode_s", 0.0)) * gpus_per_host
-        if gpu_s > 0:
-            self.gpu_seconds.inc(gpu_s)
+        cost = gpu_s / 3600 * prices.gpu_hour + cpu_s / 3600 * prices.cpu_hour
+        for counter, v in ((self.gpu_seconds, gpu_s), (self.cpu_seconds, cpu_s), (self.cost, cost)):
+            if v > 0:  # ray.util.metrics rejects inc(0)
+                counter.inc(v)
+
+    def episode(self, metrics: dict[str, Any]) -> None:
+        if self.generated is None:
+            return
         self.generated.inc()
         self.accepted.inc()
         retries = int(metrics.get("host.attempts", 1)) - 1
@@ -262,6 +303,7 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
     summary.planned, summary.skipped_done = len(specs), config.source.episodes - len(specs)
     diversity, stage_totals = _Diversity(), {}
     metrics: _Metrics | None = None
+    account = _Account()
     uploader = None
     clean = True
     try:
@@ -275,6 +317,7 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
         if not ray.is_initialized():
             ray.init(log_to_driver=False)
         plan = make_plan(config, discover())
+        account.gpus_per_host = plan.num_gpus
         summary.plan = plan.describe()
         logger.info("plan: %s; %d episodes to make (%d already done)", summary.plan, len(specs),
                     summary.skipped_done)
@@ -286,13 +329,13 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
             threading.Thread(target=lambda: stop.wait() and stop_file.touch(), daemon=True).start()
         stream = _build_stream(config, plan, specs, str(rejects_dir), video, stop_file=str(stop_file))
         for row in stream.iter_rows():
-            t_row = time.perf_counter()
+            t_row, c_row = time.perf_counter(), time.thread_time()
             progress.setdefault("first_row_s", t_row - t0)  # start-up ends here (steady-state rate for bench)
             progress["last_row_s"] = t_row - t0
             enc = EncodedEpisode.from_row(row)
             m = enc.record["metrics"]
-            metrics.episode(m, plan.num_gpus)
-            summary.gpu_seconds += float(m.get("host.episode_s", 0.0)) * plan.num_gpus
+            metrics.episode(m)
+            metrics.spend(*account.episode(m), config.cost)
             summary.worker_retries += max(0, int(m.get("host.attempts", 1)) - 1)
             for k, v in m.items():
                 if k.startswith("timing.") and isinstance(v, int | float):
@@ -301,15 +344,18 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
             entry = writer.add_encoded(enc)
             summary.accepted += 1
             if entry is not None:
-                n = _fold_rejects(root, rejects_dir)
-                summary.rejected += n
-                metrics.rejects(n)
+                recs = _fold_rejects(root, rejects_dir)
+                summary.rejected += len(recs)
+                metrics.rejects(len(recs))
+                for r in recs:
+                    metrics.spend(*account.reject(r), config.cost)
                 summary.shards += 1
                 L.atomic_write_json(root / L.DIVERSITY, diversity.report())
                 if uploader is not None:
                     uploader.notify()
                 _progress(summary, progress, t0, len(specs))
             stage_totals["driver"] = stage_totals.get("driver", 0.0) + time.perf_counter() - t_row
+            metrics.spend(*account.add(0.0, time.thread_time() - c_row), config.cost)
             if stop is not None and stop.is_set():
                 summary.stopped = True
                 break
@@ -320,10 +366,14 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
         clean = False
         raise
     finally:
-        n = _fold_rejects(root, rejects_dir)  # while the dataset is still ours
-        summary.rejected += n
-        if n and metrics is not None:
-            metrics.rejects(n)
+        recs = _fold_rejects(root, rejects_dir)  # while the dataset is still ours
+        summary.rejected += len(recs)
+        for r in recs:
+            spend = account.reject(r)
+            if metrics is not None:
+                metrics.spend(*spend, config.cost)
+        if recs and metrics is not None:
+            metrics.rejects(len(recs))
         shutil.rmtree(rejects_dir, ignore_errors=True)
         if stop is not None and stop.is_set():
             summary.stopped = True
@@ -335,6 +385,7 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
         summary.shards = len(writer.entries)
         summary.accepted = sum(len(e["episodes"]) for e in writer.entries)  # an aborted open shard is not
         summary.seconds = time.perf_counter() - t0
+        _costs(summary, account, config)
         done_now = summary.accepted + summary.rejected
         summary.episodes_per_minute = 60.0 * done_now / summary.seconds if summary.seconds else 0.0
         if summary.accepted:
@@ -368,6 +419,13 @@ def _check_backend_options(config: RunConfig) -> None:
     if unknown:
         raise ConfigError(f"source.backend_options: unknown option(s) {unknown} for backend "
                           f"{config.source.backend!r}; known: {sorted(known - {'width', 'height'})}")
+
+
+def _costs(summary: RunSummary, account: _Account, config: RunConfig) -> None:
+    prices = config.cost
+    summary.gpu_seconds, summary.cpu_seconds, summary.currency = account.gpu_s, account.cpu_s, prices.currency
+    summary.cost = account.gpu_s / 3600 * prices.gpu_hour + account.cpu_s / 3600 * prices.cpu_hour
+    summary.cost_per_episode = summary.cost / summary.accepted if summary.accepted else 0.0
 
 
 def _finish_upload(uploader: Any, summary: RunSummary, *, flush: bool) -> None:

@@ -34,6 +34,13 @@ def record_reject(rejects_dir: str | Path, key: str, stage: str, reason: str, **
                       {"episode_key": key, "stage": stage, "reason": reason, **extra}, indent=None)
 
 
+def spent(metrics: dict[str, Any]) -> dict[str, float]:
+    """What an episode has cost so far: host seconds (GPU-seconds = this x GPUs per host) and CPU-seconds."""
+    return {"host_s": float(metrics.get("host.episode_s", 0.0)),
+            "cpu_s": sum(float(v) for k, v in metrics.items()
+                         if (k.startswith("cpu.") or k == "host.cpu_s") and isinstance(v, int | float))}
+
+
 class QualityStage:
     """Score each episode; reject below min_score (and pass host error rows on as rejects)."""
 
@@ -49,17 +56,21 @@ class QualityStage:
         if row.get("error") and row.get("fatal"):
             raise RuntimeError(f"the simulator cannot start, so no episode can be made: {row['error']}")
         if row.get("error"):
+            timing = json.loads(row.get("host_timing") or "{}")
             record_reject(self.rejects_dir, key, "generate", str(row["error"]), attempts=int(row.get("attempts", 0)),
-                          stderr_tail=str(row.get("stderr_tail", ""))[-4000:])
+                          stderr_tail=str(row.get("stderr_tail", ""))[-4000:],
+                          host_s=float(timing.get("host_total_s", 0.0)), cpu_s=float(timing.get("cpu_s", 0.0)))
             return {}
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         ep = episode_from_row(row)
         report = assess(ep, self.settings)
         ep.metrics.update(report.metrics)
         ep.metrics["host.attempts"] = int(row.get("attempts", 1))
         ep.metrics["timing.quality_s"] = time.perf_counter() - t0
+        ep.metrics["cpu.quality_s"] = time.process_time() - c0
         if not report.accepted:
-            record_reject(self.rejects_dir, key, "quality", "; ".join(report.reasons), score=report.score)
+            record_reject(self.rejects_dir, key, "quality", "; ".join(report.reasons), score=report.score,
+                          **spent(ep.metrics))
             return {}
         return row_to_batch(episode_to_row(ep))
 
@@ -69,9 +80,10 @@ class FlowStage:
         self.step_m = step_m
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         ep = add_flow(episode_from_row(batch_to_row(batch)), self.step_m)
         ep.metrics["timing.flow_s"] = time.perf_counter() - t0
+        ep.metrics["cpu.flow_s"] = time.process_time() - c0
         return row_to_batch(episode_to_row(ep))
 
 
@@ -116,7 +128,8 @@ class DiversityStage:
         new_cells = len(set(cells) - self.cells)
         if self.reject_duplicates and novelty < self.threshold:
             record_reject(self.rejects_dir, ep.episode_key, "diversity",
-                          f"near-duplicate (novelty {novelty:.4f} m < {self.threshold})", novelty=novelty)
+                          f"near-duplicate (novelty {novelty:.4f} m < {self.threshold})", novelty=novelty,
+                          **spent(ep.metrics))
             return {}
         self.descriptors.append(d)
         self.cells |= set(cells)
@@ -131,7 +144,8 @@ class EncodeStage:
         self.video = video
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         enc = encode_episode(episode_from_row(batch_to_row(batch)), self.video)
         enc.record["metrics"]["timing.encode_s"] = time.perf_counter() - t0
+        enc.record["metrics"]["cpu.encode_s"] = time.process_time() - c0
         return row_to_batch(enc.to_row())

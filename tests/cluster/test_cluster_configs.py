@@ -33,6 +33,8 @@ EXPORTED_METRICS = {
     "ray_raygen_episodes_rejected_total",
     "ray_raygen_worker_retries_total",
     "ray_raygen_gpu_seconds_total",
+    "ray_raygen_cpu_seconds_total",
+    "ray_raygen_cost_total",
     "ray_raygen_stage_seconds_bucket",
     "ray_raygen_stage_seconds_sum",
     "ray_raygen_stage_seconds_count",

@@ -39,7 +39,7 @@ def test_end_to_end_then_resume_does_nothing(ray_local, tmp_path, local_hub, mon
 
     monkeypatch.setenv("HF_TOKEN", HUB_TOKEN)
     cfg = _config(tmp_path, "source.episodes=3", "upload.repo=lab/e2e", f"upload.endpoint={local_hub.endpoint}",
-                  "upload.batch_shards=1")
+                  "upload.batch_shards=1", "cost.gpu_hour=3.0", "cost.cpu_hour=0.04", "cost.currency=EUR")
     s = run(cfg)
     assert s.accepted + s.rejected == 3 and s.verify_ok and s.shards == 2, s.format()
     # the upload: both shards, the metadata, the card and the tag, while and after the run
@@ -58,7 +58,12 @@ def test_end_to_end_then_resume_does_nothing(ray_local, tmp_path, local_hub, mon
     div = json.loads((tmp_path / "ds/meta/raygen/diversity.json").read_text())
     assert div["fixed_viewpoints"] == 1 and div["moving_cameras"] == ["cam_wrist"] and div["episodes"] == 3
     assert 0 < div["workspace_coverage"] < 1 and sum(div["task_distribution"].values()) == 3
-    assert (tmp_path / "ds/meta/raygen/run.json").exists()
+    # cost: CPU time measured in simulators, stages and driver; no GPU on the bullet CPU plan
+    assert s.gpu_seconds == 0 and 0.5 < s.cpu_seconds < 3 * s.seconds * 2, s.format()
+    assert s.cost == pytest.approx(s.cpu_seconds / 3600 * 0.04) and s.currency == "EUR"
+    assert s.cost_per_episode == pytest.approx(s.cost / s.accepted) and "EUR per accepted episode" in s.format()
+    record = json.loads((tmp_path / "ds/meta/raygen/run.json").read_text())
+    assert record["summary"]["cost"] == pytest.approx(s.cost) and record["config"]["cost"]["gpu_hour"] == 3.0
     commits = len(local_hub.commits("lab/e2e"))
     again = run(cfg)
     assert again.planned == 0 and again.skipped_done == 3
@@ -74,6 +79,7 @@ def test_rejects_are_recorded_and_not_regenerated(ray_local, tmp_path):
     rejects = pq.read_table(tmp_path / "ds/meta/raygen/rejects.parquet").to_pylist()
     assert sorted(r["episode_key"] for r in rejects) == ["bullet-pick_place-s0-000000", "bullet-pick_place-s0-000001"]
     assert all(r["stage"] == "quality" and r["score"] < 1.0 for r in rejects)
+    assert s.cpu_seconds > 0.2  # rejected episodes cost too
     assert run(cfg).planned == 0
 
 
