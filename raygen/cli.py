@@ -35,10 +35,35 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from raygen.config import load_config
     from raygen.pipelines.run import run
 
-    config = load_config(args.config, args.set, args.output)
+    if args.from_env:
+        from raygen.cluster.submit import CONFIG_ENV, config_from_env
+
+        if args.config or args.set or args.output:
+            print("raygen run --from-env: the config comes from the job; give no CONFIG, --set or --output",
+                  file=sys.stderr)
+            return 2
+        config = config_from_env()
+        if config is None:
+            print(f"raygen run --from-env: ${CONFIG_ENV} is not set (it is set by `raygen submit`)", file=sys.stderr)
+            return 2
+    elif not args.config:
+        print("raygen run: give a CONFIG (e.g. configs/pick_place_local.yaml)", file=sys.stderr)
+        return 2
+    else:
+        config = load_config(args.config, args.set, args.output)
     summary = run(config)
     print(summary.format())
     return 0 if summary.verify_ok in (True, None) and not summary.stopped and not summary.upload_error else 1
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from raygen.cluster.submit import submit
+
+    job_id, status = submit(args.config, address=args.address, overrides=args.set, output=args.output,
+                            working_dir=args.working_dir, pass_hf_token=args.pass_hf_token,
+                            ray_token_file=args.ray_token_file, wait=args.wait, timeout_s=args.timeout)
+    print(f"{job_id}: {status}")
+    return 0 if status in ("SUCCEEDED", "PENDING", "RUNNING") else 1
 
 
 def _cmd_upload(args: argparse.Namespace) -> int:
@@ -145,11 +170,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run a config: simulate, filter, add flow, encode, commit (resumes)")
-    r.add_argument("config", help="run config (YAML), e.g. configs/pick_place_local.yaml")
+    r.add_argument("config", nargs="?", help="run config (YAML), e.g. configs/pick_place_local.yaml")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set stages.quality.min_score=0.8 (repeatable)")
     r.add_argument("--output", default=None, help="dataset folder (overrides output.path)")
+    r.add_argument("--from-env", action="store_true", help="take the resolved config from $RAYGEN_CONFIG_YAML "
+                   "(set by `raygen submit` in the job's runtime_env)")
     r.set_defaults(func=_cmd_run)
+
+    sb = sub.add_parser("submit", help="submit a run as a Ray job (config checked here; no secrets shipped)")
+    sb.add_argument("config", help="run config (YAML)")
+    sb.add_argument("--address", required=True, help="the cluster's dashboard URL, e.g. http://127.0.0.1:8265")
+    sb.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    sb.add_argument("--output", default=None, help="dataset folder on the cluster (overrides output.path)")
+    sb.add_argument("--working-dir", default=".", help="code shipped with the job (secrets always excluded)")
+    sb.add_argument("--pass-hf-token", action="store_true",
+                    help="give the job HF_TOKEN (from here: HF_TOKEN, upload.env_file or the stored login)")
+    sb.add_argument("--ray-token-file", default=None,
+                    help="Ray auth token file (default: $RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token)")
+    sb.add_argument("--wait", action="store_true", help="follow the job's logs until it ends")
+    sb.add_argument("--timeout", type=float, default=None, help="with --wait: stop the job after this many s")
+    sb.set_defaults(func=_cmd_submit)
 
     v = sub.add_parser("verify", help="check a LeRobot v3.0 / raygen dataset and print a per-check report")
     v.add_argument("path", help="dataset root (the folder holding meta/info.json)")
