@@ -50,7 +50,8 @@ def test_eight_hosts_spread_over_four_gpu_ids():
     """ray.init(num_gpus=4) declares fake GPUs here; Ray packs two 0.5-GPU actors per GPU id."""
     ray = pytest.importorskip("ray")
     cfg = load_config(None, ["source.backend=isaac", "resources.workers_per_gpu=2"])
-    ray.init(num_cpus=2, num_gpus=4, resources={"rtx": 4}, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, num_gpus=4, resources={"rtx": 4}, include_dashboard=False,
+             log_to_driver=False)
     try:
         from raygen.cluster.plan import discover
 

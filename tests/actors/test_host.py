@@ -127,7 +127,7 @@ def test_worker_host_as_a_ray_data_actor_pool(tmp_path):
 
     from raygen.datasets.episode import episode_from_row
 
-    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
     try:
         specs = [{"source": "test", "seed": 7, "index": i, "params": "{}"} for i in range(3)]
         specs.append({"source": "test", "seed": 7, "index": 3, "params": '{"fault": "error_always"}'})

@@ -151,3 +151,6 @@ def test_submit_to_a_local_head_with_token_auth(tmp_path):
     finally:
         _kill_cluster(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
+        current = Path("/tmp/ray/ray_current_cluster")  # `ray start` records its address there, as `ray stop` would
+        if current.exists() and current.read_text().strip().endswith(f":{gcs}"):
+            current.unlink()

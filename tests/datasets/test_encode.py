@@ -33,7 +33,7 @@ def test_encoded_row_round_trip():
 @pytest.mark.ray
 def test_encode_in_ray_data_then_commit_on_the_driver(tmp_path):
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
     try:
         eps = small_episodes(4, frames=10, height=32, width=32)
         video = VideoSettings(codec="libx264", preset="ultrafast")

@@ -76,7 +76,7 @@ def test_row_round_trip_preserves_everything():
 @pytest.mark.ray
 def test_episode_rows_travel_through_ray_data():
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=1, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    ray.init(address="local", num_cpus=1, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
     try:
         eps = [synthetic_episode(i, frames=8, height=16, width=16, flow=True) for i in range(3)]
         ds = ray.data.from_items([episode_to_row(e) for e in eps])

@@ -23,10 +23,52 @@ SMALL = ["source.width=32", "source.height=32", "source.task_params={steps_per_s
 
 @pytest.fixture
 def ray_local():
+    import socket
+
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, _metrics_export_port=port)
+    ray.metrics_port = port
     yield ray
     ray.shutdown()
+
+
+class _Scraper:
+    """Reads the node's Prometheus endpoint (what the dashboard and Prometheus read) every second."""
+
+    def __init__(self, port: int):
+        import threading
+
+        self.url, self.samples, self.stop = f"http://127.0.0.1:{port}/metrics", {}, threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def scrape(self) -> dict[str, float]:
+        import urllib.request
+
+        text = urllib.request.urlopen(self.url, timeout=5).read().decode()
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith("ray_raygen_"):
+                name = line.split("{", 1)[0].split(" ", 1)[0]
+                out[name] = out.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+        return out
+
+    def _loop(self) -> None:
+        while not self.stop.wait(1.0):
+            try:
+                self.samples.update(self.scrape())
+            except OSError:
+                pass
+
+    def wait_for(self, name: str, value: float, timeout: float = 30.0) -> dict[str, float]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.samples.get(name) != value:
+            time.sleep(0.5)
+        self.stop.set()
+        return dict(self.samples)
 
 
 def _config(tmp_path, *extra):
@@ -40,8 +82,15 @@ def test_end_to_end_then_resume_does_nothing(ray_local, tmp_path, local_hub, mon
     monkeypatch.setenv("HF_TOKEN", HUB_TOKEN)
     cfg = _config(tmp_path, "source.episodes=3", "upload.repo=lab/e2e", f"upload.endpoint={local_hub.endpoint}",
                   "upload.batch_shards=1", "cost.gpu_hour=3.0", "cost.cpu_hour=0.04", "cost.currency=EUR")
+    scraper = _Scraper(ray_local.metrics_port)
     s = run(cfg)
     assert s.accepted + s.rejected == 3 and s.verify_ok and s.shards == 2, s.format()
+    # raygen's metrics on the node's Prometheus endpoint, with the values of this run
+    seen = scraper.wait_for("ray_raygen_episodes_accepted_total", float(s.accepted))
+    assert seen.get("ray_raygen_episodes_accepted_total") == s.accepted, seen
+    assert seen.get("ray_raygen_episodes_generated_total") == s.accepted
+    assert seen.get("ray_raygen_cpu_seconds_total", 0) > 0 and seen.get("ray_raygen_cost_total", 0) > 0
+    assert seen.get("ray_raygen_stage_seconds_count", 0) >= s.accepted  # one sample per stage per episode
     # the upload: both shards, the metadata, the card and the tag, while and after the run
     assert s.upload["hf://datasets/lab/e2e@main"]["pending_shards"] == 0 and not s.upload_error, s.format()
     on_hub = local_hub.files("lab/e2e")
@@ -123,7 +172,7 @@ def test_killed_driver_resumes_exactly_once(tmp_path):
         import ray, sys
         from raygen.config import load_config
         from raygen.pipelines.run import run
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
         cfg = load_config({str(REPO / 'configs' / 'pick_place_local.yaml')!r}, {SMALL!r} + ["source.episodes=6"],
                           output={str(tmp_path / 'ds')!r})
         run(cfg)
@@ -142,7 +191,7 @@ def test_killed_driver_resumes_exactly_once(tmp_path):
     rejects_path = tmp_path / "ds/meta/raygen/rejects.parquet"
     rejected_before = pq.read_metadata(rejects_path).num_rows if rejects_path.exists() else 0
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         from raygen.pipelines.run import run
 
