@@ -381,12 +381,18 @@ class Uploader:
         """A shard was committed (cheap; never blocks)."""
         self._wake.set()
 
-    def stop(self) -> None:
-        """Stop the background thread without a final flush (the next run or `raygen upload` sends the rest)."""
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop the background thread without a final flush (the next run or `raygen upload` sends the rest).
+
+        A batch in flight gets ``timeout_s`` to land; after that the thread is left behind (a daemon: it
+        dies with the process), which is safe because a batch is recorded only after its commit landed.
+        """
         self._stopping.set()
         self._wake.set()
         if self._thread is not None:
-            self._thread.join()
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                logger.warning("upload: a batch is still in flight; leaving it (it is recorded only if it lands)")
             self._thread = None
         self._release()
 
