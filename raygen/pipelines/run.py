@@ -252,7 +252,7 @@ def _build_stream(config: RunConfig, plan: Any, specs: list, rejects_dir: str, v
 
     from raygen.actors.host import HostConfig, WorkerHost
     from raygen.pipelines.quality import QualitySettings
-    from raygen.pipelines.stages import DiversityStage, EncodeStage, FlowStage, QualityStage
+    from raygen.pipelines.stages import DiversityStage, EncodeStage, QualityFlowStage
 
     src, res, st = config.source, config.resources, config.stages
     host = HostConfig(
@@ -268,10 +268,9 @@ def _build_stream(config: RunConfig, plan: Any, specs: list, rejects_dir: str, v
     if generate_only:  # the baseline of `raygen bench pipeline`
         return ds
     quality = QualitySettings(min_score=st.quality.min_score, require_success=st.quality.require_success)
-    ds = ds.map_batches(QualityStage, fn_constructor_kwargs={"settings": quality, "rejects_dir": rejects_dir},
-                        batch_size=1, compute=ActorPoolStrategy(size=1), num_cpus=stage_cpu)
-    ds = ds.map_batches(FlowStage, fn_constructor_kwargs={"step_m": st.flow.step_m}, batch_size=1,
-                        compute=ActorPoolStrategy(size=1), num_cpus=stage_cpu)
+    ds = ds.map_batches(QualityFlowStage, fn_constructor_kwargs={
+        "settings": quality, "rejects_dir": rejects_dir, "step_m": st.flow.step_m}, batch_size=1,
+        compute=ActorPoolStrategy(min_size=1, max_size=2), num_cpus=stage_cpu)
     ds = ds.map_batches(DiversityStage, fn_constructor_kwargs={
         "reject_duplicates": st.diversity.reject_duplicates, "threshold": st.diversity.duplicate_threshold,
         "rejects_dir": rejects_dir}, batch_size=1, compute=ActorPoolStrategy(size=1), num_cpus=stage_cpu)

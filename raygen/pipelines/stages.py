@@ -22,7 +22,7 @@ from raygen.datasets.episode import Episode, episode_from_row, episode_to_row
 from raygen.pipelines.flow import add_flow
 from raygen.pipelines.quality import QualitySettings, assess
 
-__all__ = ["DiversityStage", "EncodeStage", "FlowStage", "QualityStage", "record_reject"]
+__all__ = ["DiversityStage", "EncodeStage", "FlowStage", "QualityFlowStage", "QualityStage", "record_reject"]
 
 WORKSPACE = ((0.2, 0.8), (-0.4, 0.4), (0.0, 0.4))  # metres: the region cells are counted in
 CELL_M = 0.05
@@ -42,17 +42,17 @@ def spent(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 class QualityStage:
-    """Score each episode; reject below min_score (and pass host error rows on as rejects)."""
+    """Score each episode; reject below min_score (and record host error rows as rejects)."""
 
     def __init__(self, settings: QualitySettings, rejects_dir: str):
         self.settings = settings
         self.rejects_dir = rejects_dir
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        row = batch_to_row(batch)
+    def check(self, row: dict[str, Any]) -> Episode | None:
+        """The episode if it passes, else None (its reject recorded)."""
         key = str(row["episode_key"])
         if row.get("stopped"):
-            return {}  # the run is stopping: neither made nor rejected, the next run makes it
+            return None  # the run is stopping: neither made nor rejected, the next run makes it
         if row.get("error") and row.get("fatal"):
             raise RuntimeError(f"the simulator cannot start, so no episode can be made: {row['error']}")
         if row.get("error"):
@@ -60,7 +60,7 @@ class QualityStage:
             record_reject(self.rejects_dir, key, "generate", str(row["error"]), attempts=int(row.get("attempts", 0)),
                           stderr_tail=str(row.get("stderr_tail", ""))[-4000:],
                           host_s=float(timing.get("host_total_s", 0.0)), cpu_s=float(timing.get("cpu_s", 0.0)))
-            return {}
+            return None
         t0, c0 = time.perf_counter(), time.process_time()
         ep = episode_from_row(row)
         report = assess(ep, self.settings)
@@ -71,20 +71,33 @@ class QualityStage:
         if not report.accepted:
             record_reject(self.rejects_dir, key, "quality", "; ".join(report.reasons), score=report.score,
                           **spent(ep.metrics))
-            return {}
-        return row_to_batch(episode_to_row(ep))
+            return None
+        return ep
 
 
 class FlowStage:
+    """Gripper tracks in 3D, their projection in every camera, and the normalized flow."""
+
     def __init__(self, step_m: float = 0.001):
         self.step_m = step_m
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+    def flow(self, ep: Episode) -> Episode:
         t0, c0 = time.perf_counter(), time.process_time()
-        ep = add_flow(episode_from_row(batch_to_row(batch)), self.step_m)
+        ep = add_flow(ep, self.step_m)
         ep.metrics["timing.flow_s"] = time.perf_counter() - t0
         ep.metrics["cpu.flow_s"] = time.process_time() - c0
-        return row_to_batch(episode_to_row(ep))
+        return ep
+
+
+class QualityFlowStage:
+    """Quality, then flow for the episodes that pass, in one actor: the frames cross the object store once."""
+
+    def __init__(self, settings: QualitySettings, rejects_dir: str, step_m: float = 0.001):
+        self.quality, self.flow = QualityStage(settings, rejects_dir), FlowStage(step_m)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        ep = self.quality.check(batch_to_row(batch))
+        return row_to_batch(episode_to_row(self.flow.flow(ep))) if ep is not None else {}
 
 
 def trajectory_descriptor(ep: Episode) -> np.ndarray:
