@@ -231,9 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     bp = bsub.add_parser("pipeline", help="full run vs. the same hosts generating without downstream stages")
     bp.add_argument("--config", default="configs/pick_place_local.yaml")
-    bp.add_argument("--episodes", type=int, default=6)
+    bp.add_argument("--episodes", type=int, default=16)
     bp.add_argument("--size", type=int, default=64)
-    bp.add_argument("--workers", type=int, default=2)
+    bp.add_argument("--workers", type=int, default=1, help="simulator hosts; 1 on a 2-core machine leaves a core "
+                    "for the downstream stages, as a GPU node leaves its CPUs while the simulator keeps the GPU busy")
     bp.set_defaults(func=_cmd_bench_pipeline)
 
     d = sub.add_parser("demo", help="simulate a few episodes on PyBullet, write and verify them (until `run`)")
