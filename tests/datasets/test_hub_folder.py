@@ -121,3 +121,41 @@ def test_targets_and_token_errors(tmp_path, monkeypatch):
 
         load_config(None, ["upload.repo=''"])
     assert json.loads(json.dumps(UploadConfig().model_dump()))["batch_interval_s"] == 600
+
+
+def test_the_interval_sends_shards_without_a_notify(tmp_path):
+    """Fewer shards than batch_shards wait: the batch_interval_s timer sends them anyway."""
+    import time
+
+    root, dest = tmp_path / "ds", tmp_path / "mirror"
+    w = DatasetWriter(root, shard_size=1)
+    up = Uploader(root, UploadConfig(repo=str(dest), batch_shards=100, batch_interval_s=0.5),
+                  commit_lock=w.committer.commit_lock).start()
+    try:
+        for ep in small_episodes(2, frames=8, height=16, width=16):
+            w.add(ep)
+            w.flush()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (dest / "data/chunk-000/file-001.parquet").exists():
+            time.sleep(0.1)
+        assert (dest / "data/chunk-000/file-001.parquet").exists()
+    finally:
+        w.close()
+        up.stop()
+    assert not (dest / CARD).exists()  # the card comes with finish(), not with a batch
+
+
+def test_an_fsspec_url_target(five_shards, tmp_path):
+    import shutil
+
+    import fsspec
+
+    root = tmp_path / "ds"
+    shutil.copytree(five_shards, root)
+    Uploader(root, UploadConfig(repo="memory://mirror/pick-place", batch_shards=3)).finish(card=False)
+    fs = fsspec.filesystem("memory")
+    got = {p.split("/pick-place/", 1)[1] for p in fs.find("/mirror/pick-place")}
+    assert got == set(local_files(root))
+    assert fs.cat_file("/mirror/pick-place/meta/info.json") == (root / L.INFO).read_bytes()
+    lines = L.read_jsonl(root / L.UPLOADS)
+    assert [len(line["shards"]) for line in lines] == [3, 2] and lines[0]["target"] == "memory://mirror/pick-place"
