@@ -305,6 +305,17 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
     account = _Account()
     uploader = None
     clean = True
+
+    def fold_rejects() -> None:  # reject records from the stages -> rejects.parquet, counts, costs, metrics
+        recs = _fold_rejects(root, rejects_dir)
+        summary.rejected += len(recs)
+        for r in recs:
+            spend = account.reject(r)
+            if metrics is not None:
+                metrics.spend(*spend, config.cost)
+        if recs and metrics is not None:
+            metrics.rejects(len(recs))
+
     try:
         if config.upload.repo or config.upload.metadata_repo:
             from raygen.datasets.hub import Uploader
@@ -343,11 +354,7 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
             entry = writer.add_encoded(enc)
             summary.accepted += 1
             if entry is not None:
-                recs = _fold_rejects(root, rejects_dir)
-                summary.rejected += len(recs)
-                metrics.rejects(len(recs))
-                for r in recs:
-                    metrics.spend(*account.reject(r), config.cost)
+                fold_rejects()
                 summary.shards += 1
                 L.atomic_write_json(root / L.DIVERSITY, diversity.report())
                 if uploader is not None:
@@ -365,14 +372,7 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
         clean = False
         raise
     finally:
-        recs = _fold_rejects(root, rejects_dir)  # while the dataset is still ours
-        summary.rejected += len(recs)
-        for r in recs:
-            spend = account.reject(r)
-            if metrics is not None:
-                metrics.spend(*spend, config.cost)
-        if recs and metrics is not None:
-            metrics.rejects(len(recs))
+        fold_rejects()  # while the dataset is still ours
         shutil.rmtree(rejects_dir, ignore_errors=True)
         if stop is not None and stop.is_set():
             summary.stopped = True
