@@ -135,7 +135,32 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     except FileNotFoundError:
         return []
     lines = raw.splitlines() if raw.endswith("\n") else raw.splitlines()[:-1]
-    return [json.loads(line) for line in lines if line.strip()]
+    out = []
+    for i, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}: line {i} is not JSON ({exc}); the file is damaged") from None
+    return out
+
+
+def cut_torn_tail(path: Path) -> int:
+    """Cut a torn last line (a crash mid-append) off a JSON-lines file, so the next append starts clean.
+
+    Returns the bytes removed. The caller must be the file's only writer.
+    """
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return 0
+    keep = raw.rfind(b"\n") + 1
+    if keep == len(raw):
+        return 0
+    with open(path, "r+b") as f:
+        f.truncate(keep)
+        os.fsync(f.fileno())
+    return len(raw) - keep
 
 
 def append_line(path: Path, line: str) -> None:

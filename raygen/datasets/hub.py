@@ -32,6 +32,7 @@ import os
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -133,15 +134,26 @@ def _retryable(exc: BaseException) -> bool:
 
 
 def _use_timeout(timeout_s: float) -> None:
-    """huggingface_hub's shared client has no timeout by default; a stuck request would hang a batch forever."""
+    """huggingface_hub's shared client has no timeout by default; a stuck request would hang a batch forever.
+
+    Wraps whatever client factory the application set (proxies, CA bundles stay), gives its clients a
+    timeout only where they have none, and installs itself once per process.
+    """
     import httpx2
     from huggingface_hub.utils import _http
 
+    current = _http._GLOBAL_CLIENT_FACTORY
+    if getattr(current, "_raygen_timeout", None) is not None:
+        current._raygen_timeout = timeout_s  # type: ignore[attr-defined]
+        return
+
     def factory() -> Any:
-        client = _http.default_client_factory()
-        client.timeout = httpx2.Timeout(timeout_s)
+        client = current()
+        if client.timeout == httpx2.Timeout(None):
+            client.timeout = httpx2.Timeout(factory._raygen_timeout)  # type: ignore[attr-defined]
         return client
 
+    factory._raygen_timeout = timeout_s  # type: ignore[attr-defined]
     _http.set_client_factory(factory)
 
 
@@ -157,7 +169,7 @@ class HubTarget:
             raise ConfigError(f"upload: {repo_id!r} is not a Hub dataset id; expected 'org/name'")
         self.repo_id, self.revision, self.private = repo_id, revision, private
         self.metadata_only = metadata_only
-        self.key = f"hf://datasets/{repo_id}@{revision}"
+        self.key = f"hf://datasets/{repo_id}@{revision}" + (f" on {endpoint.rstrip('/')}" if endpoint else "")
         self.name = self.key
         self.api = HfApi(endpoint=endpoint, token=token, library_name="raygen", library_version=__version__)
 
@@ -243,7 +255,7 @@ class FolderTarget:
         # each file lands whole (written aside, then moved); sending a file again rewrites the same bytes
         for rel, src in files:
             dst = f"{self.base}/{rel}"
-            part = dst + ".raygen-part"
+            part = f"{dst}.{os.getpid()}-{uuid.uuid4().hex[:8]}.raygen-part"  # never shared by two writers
             self.fs.makedirs(dst.rsplit("/", 1)[0], exist_ok=True)
             if isinstance(src, Path):
                 self.fs.put_file(str(src), part)
@@ -332,22 +344,23 @@ class Uploader:
             token = resolve_token(config.env_file)
         else:
             _SECRETS.add(token)
-        _use_timeout(config.timeout_s)
-        from huggingface_hub.utils import disable_progress_bars
-
-        disable_progress_bars()  # a week-long run logs batches, not progress bars
         self.targets: list[Target] = []
         if config.repo:
             self.targets.append(make_target(config.repo, config, token))
         if config.metadata_repo:
             self.targets.append(make_target(config.metadata_repo, config, token, metadata_only=True))
-        self.reports = {t.key: TargetReport(t.name, t.metadata_only) for t in self.targets}
-        self._lock_fd: int | None = None
-        if commit_lock is None:
-            from raygen.datasets.commit import _lock
+        if any(isinstance(t, HubTarget) for t in self.targets):
+            from huggingface_hub.utils import disable_progress_bars
 
-            self._lock_fd = _lock(self.root)
-            commit_lock = threading.Lock()
+            _use_timeout(config.timeout_s)
+            disable_progress_bars()  # a week-long run logs batches, not progress bars
+        self.reports = {t.key: TargetReport(t.name, t.metadata_only) for t in self.targets}
+        self._committer = None
+        if commit_lock is None:  # on its own: hold the dataset like a writer, and recover it first
+            from raygen.datasets.commit import Committer
+
+            self._committer = Committer(self.root)
+            commit_lock = self._committer.commit_lock
         self._commit_lock = commit_lock
         self._state_lock = threading.Lock()  # one pass at a time
         self._wake = threading.Event()
@@ -358,7 +371,16 @@ class Uploader:
         self._remote_card: dict[str, str | None] = {}
         self._uploaded: dict[str, set[int]] = {t.key: set() for t in self.targets}
         self._meta_sent: dict[str, dict[str, str]] = {t.key: {} for t in self.targets}
-        for line in L.read_jsonl(self.root / L.UPLOADS):
+        try:
+            cut = L.cut_torn_tail(self.root / L.UPLOADS)
+            if cut:
+                logger.warning("upload: %s: dropped a torn last line (%d bytes) left by a crash; the target's file "
+                               "list decides what it holds", self.root / L.UPLOADS, cut)
+            lines = L.read_jsonl(self.root / L.UPLOADS)
+        except BaseException:
+            self._release()
+            raise
+        for line in lines:
             if line.get("target") in self._uploaded:
                 self._uploaded[line["target"]].update(line.get("shards", []))
                 self._meta_sent[line["target"]].update(line.get("meta", {}))
@@ -410,9 +432,9 @@ class Uploader:
         return self.reports
 
     def _release(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        if self._committer is not None:
+            self._committer.close()
+            self._committer = None
 
     def _loop(self) -> None:
         last = time.monotonic()
@@ -544,7 +566,9 @@ class Uploader:
             if not files:
                 continue
             seqs = [e["seq"] for e in group]
-            batch_id = _sha256(json.dumps([target.key, seqs, sorted(changed) if last else []]).encode())[:12]
+            # the id names the content: shard ids and metadata digests (the same seqs may hold other bytes)
+            content = [[e["shard_id"] for e in group], {r: _sha256(d) for r, d in changed.items()} if last else {}]
+            batch_id = _sha256(json.dumps([target.key, content], sort_keys=True).encode())[:12]
             title = self._title(group, batch_id)
             description = f"raygen {__version__}: {len(group)} shard(s), {len(files)} file(s)."
             oid = self._commit(target, files, title, description, batch_id)

@@ -377,10 +377,14 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
         if stop is not None and stop.is_set():
             summary.stopped = True
         (writer.committer.staging_dir / "STOP").unlink(missing_ok=True)
-        if clean:
-            writer.close()  # commits the last, partial shard
-        else:
+        try:  # the last, partial shard; the dataset stays locked (ours) until the upload is done
+            if clean:
+                writer.flush()
+            else:
+                writer.abort()
+        except BaseException:
             writer.abort()
+            raise
         summary.shards = len(writer.entries)
         summary.accepted = sum(len(e["episodes"]) for e in writer.entries)  # an aborted open shard is not
         summary.seconds = time.perf_counter() - t0
@@ -392,8 +396,11 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
             L.atomic_write_json(root / L.DIVERSITY, diversity.report())
         if (root / L.INFO).exists() or (root / L.RUN).exists():
             L.atomic_write_json(root / L.RUN, _run_record(config, None, summary))
-        if uploader is not None:
-            _finish_upload(uploader, summary, flush=clean)
+        try:
+            if uploader is not None:
+                _finish_upload(uploader, summary, flush=clean)
+        finally:
+            writer.close()
     if verify and (root / L.INFO).exists():
         from raygen.datasets.verify import verify_dataset
 

@@ -73,7 +73,7 @@ def shard_adds(hub: LocalHub, repo: str = REPO) -> Counter:
 
 def test_batches_land_exactly_the_local_files_with_card_and_tag(ds, hub):
     up = uploader(ds, hub)
-    rep = up.finish()[f"hf://datasets/{REPO}@main"]
+    rep = up.finish()[f"hf://datasets/{REPO}@main on {hub.endpoint}"]
     assert hub_content(hub) == local_files(ds)
     ours = [c for c in hub.commits(REPO) if c.title.startswith("raygen:")]
     assert [c.title.split(" [")[0] for c in ours] == [
@@ -89,7 +89,7 @@ def test_batches_land_exactly_the_local_files_with_card_and_tag(ds, hub):
 
     # nothing new: no commit, the tag stays
     n = len(hub.commits(REPO))
-    assert uploader(ds, hub).finish()[f"hf://datasets/{REPO}@main"].commits == 0
+    assert uploader(ds, hub).finish()[f"hf://datasets/{REPO}@main on {hub.endpoint}"].commits == 0
     assert len(hub.commits(REPO)) == n
 
 
@@ -133,7 +133,7 @@ def test_background_batches_during_a_run_and_the_final_flush(tmp_path, hub):
 ])
 def test_faults_lose_nothing_and_duplicate_nothing(ds, hub, kind, path, after):
     hub.inject(kind, path=path, after=after)
-    rep = uploader(ds, hub).finish()[f"hf://datasets/{REPO}@main"]
+    rep = uploader(ds, hub).finish()[f"hf://datasets/{REPO}@main on {hub.endpoint}"]
     hub.wait_idle()
     assert hub.faults_fired[kind] == 1
     assert hub_content(hub) == local_files(ds)
@@ -158,7 +158,7 @@ def test_crash_after_the_hub_commit_before_the_ledger_line(ds, hub, monkeypatch)
         uploader(ds, hub).finish()
     monkeypatch.setattr(hubmod, "_append_upload_ledger", real)
     landed = len(hub.commits(REPO))
-    rep = uploader(ds, hub).finish()[f"hf://datasets/{REPO}@main"]
+    rep = uploader(ds, hub).finish()[f"hf://datasets/{REPO}@main on {hub.endpoint}"]
     assert rep.reconciled_shards == 2  # found on the Hub, recorded, not sent
     assert set(shard_adds(hub).values()) == {1}, shard_adds(hub)
     assert hub_content(hub) == local_files(ds)
@@ -170,7 +170,7 @@ def test_a_failed_batch_stays_pending_and_goes_at_the_next_pass(ds, hub, caplog)
     up = uploader(ds, hub, attempts=2)
     with caplog.at_level(logging.WARNING):
         reps = up.upload_pending()
-    rep = reps[f"hf://datasets/{REPO}@main"]
+    rep = reps[f"hf://datasets/{REPO}@main on {hub.endpoint}"]
     assert rep.pending_shards == 6 and rep.last_error and "503" in rep.last_error
     assert not any(L.chunk_file_of(p) for p in hub.files(REPO))
     hub.clear_faults()
@@ -228,6 +228,16 @@ def test_raygen_upload_cli(ds, hub, monkeypatch, capsys):
     assert main(["upload", str(ds), "--repo", f"hf://datasets/{REPO}", "--metadata-repo", META,
                  "--endpoint", hub.endpoint, "--batch-shards", "4"]) == 0
     out = capsys.readouterr().out
-    assert f"hf://datasets/{REPO}@main: 3 commits" in out and "(metadata only)" in out
+    assert f"hf://datasets/{REPO}@main on {hub.endpoint}: 3 commits" in out and "(metadata only)" in out
     assert hub_content(hub) == local_files(ds)
     assert main(["upload", str(ds.parent / "nope"), "--repo", REPO]) == 2
+
+
+def test_new_metadata_under_old_names_is_sent_every_time(ds, hub):
+    """A batch id names content: a later run.json is not mistaken for the earlier commit of run.json."""
+    uploader(ds, hub).finish()
+    for gen in range(2):
+        (ds / L.RUN).write_text(f'{{"generation": {gen}}}')
+        rep = uploader(ds, hub).finish()[f"hf://datasets/{REPO}@main on {hub.endpoint}"]
+        assert hub.files(REPO)[L.RUN] == (ds / L.RUN).read_bytes(), gen
+        assert rep.commits == 1

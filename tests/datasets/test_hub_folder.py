@@ -159,3 +159,38 @@ def test_an_fsspec_url_target(five_shards, tmp_path):
     assert fs.cat_file("/mirror/pick-place/meta/info.json") == (root / L.INFO).read_bytes()
     lines = L.read_jsonl(root / L.UPLOADS)
     assert [len(line["shards"]) for line in lines] == [3, 2] and lines[0]["target"] == "memory://mirror/pick-place"
+
+
+def test_raygen_upload_recovers_a_crashed_dataset_first(five_shards, tmp_path):
+    """A crash after the metadata rewrite, before the ledger line: the upload sends the recovered dataset."""
+    import shutil
+
+    from raygen.datasets.verify import verify_dataset
+
+    root, dest = tmp_path / "ds", tmp_path / "mirror"
+    shutil.copytree(five_shards, root)
+    ledger = (root / L.LEDGER).read_text().splitlines(keepends=True)
+    (root / L.LEDGER).write_text("".join(ledger[:-1]) + ledger[-1][:20])  # the last commit never completed
+    Uploader(root, UploadConfig(repo=str(dest))).finish()
+    assert verify_dataset(dest).ok
+    assert L.read_json(dest / L.INFO)["total_episodes"] == 4
+    assert not (dest / "data/chunk-000/file-004.parquet").exists()
+
+
+def test_a_torn_upload_ledger_line_is_cut_not_fatal(five_shards, tmp_path, caplog):
+    import logging
+    import shutil
+
+    root, dest = tmp_path / "ds", tmp_path / "mirror"
+    shutil.copytree(five_shards, root)
+    Uploader(root, UploadConfig(repo=str(dest), batch_shards=2)).finish()
+    with open(root / L.UPLOADS, "a") as f:
+        f.write('{"target": "file:///x", "sha')  # a crash mid-append
+    with caplog.at_level(logging.WARNING):
+        rep = Uploader(root, UploadConfig(repo=str(dest))).finish()[f"file://{dest.resolve()}"]
+    assert "torn last line" in caplog.text and rep.commits == 0
+    assert len(L.read_jsonl(root / L.UPLOADS)) == 4  # intact, and appendable again
+    (root / L.UPLOADS).write_text((root / L.UPLOADS).read_text() + "not json\n")
+    with pytest.raises(ValueError, match=r"uploads.jsonl: line 5 is not JSON"):
+        Uploader(root, UploadConfig(repo=str(dest)))
+    DatasetWriter(root).close()  # the failed open released the dataset's lock

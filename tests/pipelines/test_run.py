@@ -92,7 +92,8 @@ def test_end_to_end_then_resume_does_nothing(ray_local, tmp_path, local_hub, mon
     assert seen.get("ray_raygen_cpu_seconds_total", 0) > 0 and seen.get("ray_raygen_cost_total", 0) > 0
     assert seen.get("ray_raygen_stage_seconds_count", 0) >= s.accepted  # one sample per stage per episode
     # the upload: both shards, the metadata, the card and the tag, while and after the run
-    assert s.upload["hf://datasets/lab/e2e@main"]["pending_shards"] == 0 and not s.upload_error, s.format()
+    target = f"hf://datasets/lab/e2e@main on {local_hub.endpoint}"
+    assert s.upload[target]["pending_shards"] == 0 and not s.upload_error, s.format()
     on_hub = local_hub.files("lab/e2e")
     assert {p for p in on_hub if p.startswith("data/")} == {"data/chunk-000/file-000.parquet",
                                                              "data/chunk-000/file-001.parquet"}
