@@ -6,9 +6,10 @@
   virtualenvs, datasets and git metadata are excluded whatever .gitignore says.
 - ``HF_TOKEN`` reaches the job only when asked (``--pass-hf-token``), as a runtime_env variable; a local
   ``upload.env_file`` is never shipped (the path would not exist on the cluster).
-- Ray 2.60 token authentication: the token comes from ``--ray-token-file``, ``RAY_AUTH_TOKEN``,
-  ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token`` and is sent as an ``Authorization`` header; it never
-  goes into the runtime_env.
+- Ray 2.60 token authentication: with ``--ray-token-file``, or ``RAY_AUTH_MODE=token`` as Ray's own
+  client wants, the token (that file, ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or
+  ``~/.ray/auth_token``) is sent as an ``Authorization`` header; it never goes into the runtime_env.
+- The dataset path (and folder upload targets) must be absolute: a job's working dir is a temporary copy.
 """
 
 from __future__ import annotations
@@ -29,10 +30,32 @@ logger = logging.getLogger(__name__)
 __all__ = ["CONFIG_ENV", "SECRET_EXCLUDES", "build_job", "config_from_env", "ray_auth_token", "submit"]
 
 CONFIG_ENV = "RAYGEN_CONFIG_YAML"
-# gitwildmatch patterns (Ray's runtime_env "excludes"): never shipped to a cluster
+
+
+def _anycase(word: str) -> str:
+    """A gitwildmatch fragment matching ``word`` in any letter case (the patterns are case-sensitive)."""
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in word)
+
+
+def _secret_names(word: str) -> list[str]:
+    """Names ending in ``word`` (or its plural), with or without an extension: hf_token, Secrets.yaml, ...
+
+    Not names that merely contain it (tokenizer.py, keypoints.json stay code and data).
+    """
+    w = _anycase(word)
+    return [f"*{w}", f"*{w}.*", f"*{w}[sS]", f"*{w}[sS].*"]
+
+
+# gitwildmatch patterns (Ray's runtime_env "excludes"; a pattern without "/" matches a name at any depth):
+# never shipped to a cluster
 SECRET_EXCLUDES = [
-    ".env", ".env.*", "*.env", "**/.env", "**/.env.*", "*token*", "*secret*", "*.pem", "*.key", "id_rsa*",
-    ".netrc", "**/.huggingface/", "**/.cache/huggingface/", ".aws/", ".ray/", "credentials*",
+    ".env", ".env.*", "*.env", "*.env.*", ".envrc",
+    *(p for w in ("token", "secret", "credential", "password", "passwd", "apikey", "api_key", "api-key")
+      for p in _secret_names(w)),
+    *(p for sep in "-_." for p in _secret_names(f"{sep}key")),
+    "*.pem", "*.p12", "*.pfx", "*.keystore", "*.jks", "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*",
+    ".ssh/", ".gnupg/", ".netrc", ".git-credentials", ".pypirc", ".npmrc", ".s3cfg", ".boto", ".htpasswd",
+    ".huggingface/", ".cache/", ".aws/", ".azure/", ".kube/", ".docker/", ".config/gcloud/", "gcloud/", ".ray/",
 ]
 BULK_EXCLUDES = [".git/", ".venv/", "venv/", "out/", "**/__pycache__/", "*.egg-info/", ".staging/", "**/*.mp4",
                  "**/*.mkv"]
@@ -64,6 +87,19 @@ def ray_auth_token(token_file: str | None = None) -> str | None:
     return None
 
 
+def _check_cluster_paths(cfg: RunConfig) -> None:
+    """A job runs inside Ray's temporary copy of the working dir: relative paths would land (and vanish) there."""
+    if not Path(cfg.output.path).is_absolute():
+        raise ConfigError(f"output.path: {cfg.output.path!r} is relative, and a job runs in a temporary copy of "
+                          "the working dir that Ray deletes; give a path on the cluster, e.g. "
+                          "--output /staging/pick_place")
+    for field in ("repo", "metadata_repo"):
+        target = getattr(cfg.upload, field)
+        if target and target.startswith((".", "~")):
+            raise ConfigError(f"upload.{field}: {target!r} is a relative folder; on a cluster give an absolute "
+                              "path, a URL (s3://...) or a Hub repo id")
+
+
 def build_job(config: RunConfig, *, working_dir: str | Path = ".", pass_hf_token: bool = False,
               extra_env: dict[str, str] | None = None) -> dict[str, Any]:
     """The entrypoint and runtime_env of the job for ``config`` (no network)."""
@@ -79,6 +115,7 @@ def build_job(config: RunConfig, *, working_dir: str | Path = ".", pass_hf_token
         env["HF_TOKEN"] = token
     if cfg.upload.env_file:  # a local path; the token (if any) travels as HF_TOKEN instead
         cfg = cfg.model_copy(update={"upload": cfg.upload.model_copy(update={"env_file": None})})
+    _check_cluster_paths(cfg)
     env[CONFIG_ENV] = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
     env.update(extra_env or {})
     wd = Path(working_dir).resolve()
@@ -101,7 +138,8 @@ def submit(config_path: str, *, address: str, overrides: list[str] | None = None
     if config.upload.repo and not pass_hf_token and not config.upload.repo.startswith(("/", ".", "file:")):
         logger.warning("the run uploads to %s, and no HF_TOKEN is passed: the cluster needs its own "
                        "(set it on the nodes, or use --pass-hf-token)", config.upload.repo)
-    token = ray_auth_token(ray_token_file)
+    # like Ray's own client: the token goes out only to a cluster said to use token auth
+    token = ray_auth_token(ray_token_file) if ray_token_file or os.environ.get("RAY_AUTH_MODE") == "token" else None
     headers = {"Authorization": f"Bearer {token}"} if token else None
     client = JobSubmissionClient(address, headers=headers)
     t_agent = time.monotonic() + 60

@@ -36,20 +36,27 @@ def _shipped(job: dict, tmp_path: Path) -> set[str]:
 
 def test_the_job_carries_the_checked_config_and_no_secrets(tmp_path, monkeypatch):
     wd = tmp_path / "proj"
-    for rel, text in {"raygen_code.py": "x = 1\n", "configs/run.yaml": "source: {episodes: 3}\n",
-                      ".env": "HF_TOKEN=hf_leak\n", "deploy/prod.env": "A=1\n", "secrets/hf_token": "hf_leak\n",
-                      ".ray/auth_token": "raytok\n", "id_rsa": "key\n", ".venv/lib/x.py": "\n",
-                      "out/ds/meta/info.json": "{}\n", ".git/config": "\n"}.items():
+    code = ["raygen_code.py", "configs/run.yaml", "models/tokenizer.py", "data/keypoints.json", "monkey.py"]
+    secret = [".env", "deploy/prod.env", "prod.env.local", ".envrc", "secrets/hf_token", "HF_TOKEN", "Token.txt",
+              "deploy/Secrets.yaml", ".ray/auth_token", "id_rsa", ".ssh/id_ed25519", ".git-credentials",
+              "gcp/application_default_credentials.json", "sa-key.json", "tls/server.key", "cert.p12",
+              ".kube/config", ".s3cfg", ".aws/credentials", "db_password.txt"]
+    bulk = [".venv/lib/x.py", "out/ds/meta/info.json", ".git/config"]
+    for rel in code + secret + bulk:
         (wd / rel).parent.mkdir(parents=True, exist_ok=True)
-        (wd / rel).write_text(text)
+        (wd / rel).write_text("source: {episodes: 3}\n" if rel.endswith("run.yaml") else "x\n")
     env_file = tmp_path / "outside.env"
     env_file.write_text("HF_TOKEN=hf_fromEnvFile123\n")
     cfg = load_config(wd / "configs/run.yaml", ["upload.repo=lab/x", f"upload.env_file={env_file}"],
                       output="/staging/x")
     monkeypatch.delenv("HF_TOKEN", raising=False)
+    with pytest.raises(ValueError, match="output.path: 'out/x' is relative"):
+        build_job(load_config(wd / "configs/run.yaml", [], output="out/x"), working_dir=wd)
+    with pytest.raises(ValueError, match="upload.repo: './mirror' is a relative folder"):
+        build_job(load_config(wd / "configs/run.yaml", ["upload.repo=./mirror"], output="/s/x"), working_dir=wd)
 
     job = build_job(cfg, working_dir=wd)
-    assert _shipped(job, tmp_path) == {"raygen_code.py", "configs/run.yaml"}
+    assert _shipped(job, tmp_path) == set(code)
     env = job["runtime_env"]["env_vars"]
     assert "HF_TOKEN" not in env and job["entrypoint"] == "raygen run --from-env"
     shipped = config_from_env(env)
