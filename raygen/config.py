@@ -8,7 +8,7 @@ and the value.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -49,8 +49,8 @@ class SourceConfig(_Strict):
 
 class ResourcesConfig(_Strict):
     workers_per_gpu: float = Field(1, ge=1, description="Simulator processes per GPU (2 = two share each GPU).")
-    num_gpus: int | Literal["auto"] = Field("auto", description="GPUs to use; auto = every GPU Ray sees (GPU "
-                                                              "backends). A number also puts bullet on GPUs.")
+    num_gpus: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="GPUs to use; auto = every GPU Ray sees (GPU backends). A number also puts bullet on GPUs.")
     max_gpus: int | None = Field(None, ge=1, description="Let the host pool grow up to this many GPUs as GPU nodes "
                                                          "join (autoscaler, or nodes added by hand); None = no "
                                                          "growth beyond num_gpus.")

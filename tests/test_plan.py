@@ -35,6 +35,10 @@ def test_bullet_on_gpus_and_a_pool_that_grows_as_gpus_join():
     assert cpu.num_gpus == 0 and cpu.pool_max == cpu.workers == 3  # bullet stays on CPU unless asked
     with pytest.raises(ConfigError, match="resources.max_gpus: 2 needs GPU hosts"):
         make_plan(load_config(None, ["resources.max_gpus=2"]), ClusterResources(cpus=8, gpus=4))
+    with pytest.raises(ConfigError, match="resources.num_gpus: 2 asked, the cluster has 0"):
+        make_plan(load_config(None, ["resources.num_gpus=2"]), ClusterResources(cpus=8, gpus=0))
+    with pytest.raises(ConfigError, match="resources.num_gpus"):
+        load_config(None, ["resources.num_gpus=0"])
     with pytest.raises(ConfigError, match="below the 2 GPUs"):
         make_plan(load_config(None, ["resources.num_gpus=2", "resources.max_gpus=1"]), ClusterResources(8, 2))
 

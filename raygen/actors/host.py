@@ -17,6 +17,7 @@ import collections
 import json
 import logging
 import os
+import resource
 import select
 import shutil
 import signal
@@ -146,6 +147,10 @@ class _Child:
         self._buf = b""
         self.tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
         self._tag = tag  # shared, mutable: the episode the host is working on
+        self.cpu_total = 0.0
+        """CPU-seconds the child reported in its last message."""
+        self.cpu_billed = 0.0
+        """The part of it already billed to episodes."""
         self._log_thread = threading.Thread(target=self._forward_logs, daemon=True)
         self._log_thread.start()
 
@@ -190,9 +195,12 @@ class _Child:
             self._buf += chunk
         line, self._buf = self._buf.split(b"\n", 1)
         try:
-            return json.loads(line)
+            msg = json.loads(line)
         except json.JSONDecodeError:
             raise _ChildDied(f"child pid {self.pid} broke the protocol: {line[:200]!r}") from None
+        if isinstance(msg, dict) and isinstance(msg.get("cpu_total_s"), int | float):
+            self.cpu_total = float(msg["cpu_total_s"])
+        return msg
 
     def stderr_tail(self) -> str:
         if self.proc.poll() is not None:
@@ -242,6 +250,12 @@ def _kill_group(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         logger.error("child pid %d did not die after SIGKILL", proc.pid)
+
+
+def _reaped_cpu() -> float:
+    """CPU-seconds of this process's children that have ended and been waited for."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def _cleanup(child_ref: list[_Child | None], scratch: Path) -> None:
@@ -309,6 +323,7 @@ class WorkerHost:
         self._child_ref: list[_Child | None] = [None]
         self._tag = ["-"]
         self._starts = 0
+        self._dead_billed = 0.0
         self.backend_info: dict[str, Any] = {}
         self._finalizer = weakref.finalize(self, _cleanup, self._child_ref, self.scratch)
 
@@ -381,7 +396,7 @@ class WorkerHost:
             result.error, result.stopped = "stopped before it started", True
             return result
         self._tag[0] = key
-        t_start = time.perf_counter()
+        t_start, reaped0, self._dead_billed = time.perf_counter(), _reaped_cpu(), 0.0
         try:
             for attempt in range(1, self.config.attempts + 1):
                 result.attempts = attempt
@@ -406,7 +421,27 @@ class WorkerHost:
             return result
         finally:
             result.timing["host_total_s"] = time.perf_counter() - t_start
+            result.timing["cpu_s"] = self._bill_cpu(reaped0)
             self._tag[0] = "-"
+
+    def _bill_cpu(self, reaped0: float) -> float:
+        """CPU-seconds of this episode in simulator processes: start-ups, failed tries and the one that worked.
+
+        The live child reports its CPU in every message; children that died or were killed are counted
+        by the kernel once reaped (minus what earlier episodes were billed of them).
+        """
+        cpu = max(0.0, _reaped_cpu() - reaped0 - self._dead_billed)
+        live = self._child_ref[0]
+        if live is not None:
+            cpu += live.cpu_total - live.cpu_billed
+            live.cpu_billed = live.cpu_total
+        return cpu
+
+    def _discard(self, child: _Child) -> None:
+        """Kill a broken child; what it already billed is not billed again once the kernel counts it."""
+        self._dead_billed += child.cpu_billed
+        child.kill()
+        self._child_ref[0] = None
 
     def _attempt(self, spec: EpisodeSpec, attempt: int, result: HostResult) -> str | None:
         """One try; returns None on success (result filled in) or the error text."""
@@ -424,15 +459,13 @@ class WorkerHost:
             child.send({"type": "episode", "spec": spec.to_dict(), "out_dir": str(out_dir)})
             msg = child.recv(self.config.episode_timeout_s)
         except _ChildDied as exc:
-            self._child_ref[0] = None
             result.stderr_tail = child.stderr_tail()
-            child.kill()  # its helpers and our pipe ends go with it
+            self._discard(child)  # its helpers and our pipe ends go with it
             shutil.rmtree(out_dir, ignore_errors=True)
             return f"{exc} during episode {spec.episode_key}"
         if msg is None:
             result.stderr_tail = child.stderr_tail()
-            child.kill()
-            self._child_ref[0] = None
+            self._discard(child)
             shutil.rmtree(out_dir, ignore_errors=True)
             return f"episode timeout: no result after {self.config.episode_timeout_s:.0f} s; killed pid {child.pid}"
         if msg.get("type") == "error":

@@ -96,7 +96,7 @@ def make_plan(config: RunConfig, cluster: ClusterResources) -> Plan:
     max_workers = 0
     if on_gpu:
         gpus = cluster.gpus if res.num_gpus == "auto" else float(res.num_gpus)
-        if cluster.gpus < 1 or gpus < 1:
+        if backend.needs_gpu and cluster.gpus < 1:
             raise ConfigError(
                 f"source.backend: {backend.name!r} needs GPUs, but the Ray cluster has {cluster.gpus:g}; "
                 "run on a GPU cluster (ray_cluster.yaml) or use source.backend=bullet")

@@ -5,6 +5,7 @@ raygen's synthetic ones; spec.params["fault"] picks the misbehaviour:
   crash_once / hang_once   the first attempt (per marker file) dies by SIGKILL / sleeps forever
   crash_always / error_always   every attempt
   slow                     sleeps params["sleep_s"] first (so a test can kill it mid-episode)
+params["burn_s"] burns that much CPU first, whatever the fault.
 """
 
 import logging
@@ -41,6 +42,9 @@ class FaultyBackend:
             marker.write_text("x")
         log.info("working on %s (fault=%s)", spec.episode_key, fault)
         print(f"stdout noise from the simulator for {spec.episode_key}", flush=True)
+        burn_until = time.process_time() + float(spec.params.get("burn_s", 0))
+        while time.process_time() < burn_until:  # CPU work the host must bill, even if this try dies
+            pass
         if fault == "slow":
             time.sleep(float(spec.params.get("sleep_s", 5)))
         if fault == "crash_always" or (fault == "crash_once" and first):

@@ -69,6 +69,17 @@ def test_crash_inside_the_child_is_retried(tmp_path):
     host.close()
 
 
+def test_cpu_of_failed_tries_and_killed_children_is_billed_once(tmp_path):
+    host = _host(tmp_path)
+    assert host.run(_spec(20)).ok  # child up; its start-up CPU goes to this episode
+    res = host.run(_spec(21, fault="crash_once", burn_s=0.4, marker=str(tmp_path / "m21")))
+    assert res.ok and res.attempts == 2
+    assert 0.8 <= res.timing["cpu_s"] < 3.0, res.timing  # the SIGKILLed try counts too
+    res = host.run(_spec(22))
+    assert res.ok and res.timing["cpu_s"] < 0.4, res.timing  # nothing billed twice
+    host.close()
+
+
 def test_hang_is_killed_at_the_timeout_and_retried(tmp_path):
     host = _host(tmp_path, episode_timeout_s=3)
     t0 = time.monotonic()
