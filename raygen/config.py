@@ -94,8 +94,8 @@ class OutputConfig(_Strict):
 
 class UploadConfig(_Strict):
     repo: str | None = Field(None, description="Where everything goes: a Hub dataset ('org/name' or "
-                                               "'hf://datasets/org/name'), a folder, or an fsspec URL. "
-                                               "None = no upload.")
+                                               "'hf://datasets/org/name'), a folder ('/abs/path' or "
+                                               "'./rel/path'), or an fsspec URL. None = no upload.")
     metadata_repo: str | None = Field(None, description="Optional second target with data, flow and meta only "
                                                         "(no videos, no depth); same forms as repo.")
     private: bool = Field(True, description="Create missing Hub repos as private.")
