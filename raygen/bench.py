@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -191,8 +192,11 @@ def bench_pipeline(config_path: str, *, episodes: int = 6, size: int = 64, worke
         bare_cfg = load_config(config_path, overrides, output=str(tmp / "bare"))
         plan = make_plan(bare_cfg, discover())
         t0 = time.perf_counter()
-        times = [time.perf_counter() - t0 for _ in _build_stream(
-            bare_cfg, plan, episode_specs(bare_cfg), str(tmp), VideoSettings(), generate_only=True).iter_rows()]
+        times, bare_host_s = [], []
+        for row in _build_stream(bare_cfg, plan, episode_specs(bare_cfg), str(tmp), VideoSettings(),
+                                 generate_only=True).iter_rows():
+            times.append(time.perf_counter() - t0)
+            bare_host_s.append(json.loads(row["host_timing"]).get("host_total_s", 0.0))
         bare, bare_steady = 60.0 * len(times) / times[-1], 60.0 * (len(times) - 1) / (times[-1] - times[0])
         progress: dict = {}
         full = run(load_config(config_path, overrides, output=str(tmp / "full")), verify=False, progress=progress)
@@ -210,4 +214,6 @@ def bench_pipeline(config_path: str, *, episodes: int = 6, size: int = 64, worke
         f"flow stage: {flow_ms:.3f} ms per frame per camera; driver: "
         f"{1000.0 * full.stage_seconds.get('driver', 0.0):.1f} ms per episode (shard + commit)",
         "seconds per episode by stage: " + ", ".join(f"{k} {v:.2f}" for k, v in full.stage_seconds.items()),
+        f"simulator seconds per episode: {full.stage_seconds.get('simulator', float('nan')):.2f} in the full run, "
+        f"{sum(bare_host_s) / len(bare_host_s):.2f} bare (more = the simulator was slowed, not starved)",
     ])

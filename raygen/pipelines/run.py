@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import threading
 import time
@@ -274,7 +275,8 @@ def _build_stream(config: RunConfig, plan: Any, specs: list, rejects_dir: str, v
     ds = ds.map_batches(DiversityStage, fn_constructor_kwargs={
         "reject_duplicates": st.diversity.reject_duplicates, "threshold": st.diversity.duplicate_threshold,
         "rejects_dir": rejects_dir}, batch_size=1, compute=ActorPoolStrategy(size=1), num_cpus=stage_cpu)
-    return ds.map_batches(EncodeStage, fn_constructor_kwargs={"video": video}, batch_size=1,
+    threads = max(1, math.ceil(stage_cpu))
+    return ds.map_batches(EncodeStage, fn_constructor_kwargs={"video": video, "threads": threads}, batch_size=1,
                           compute=ActorPoolStrategy(min_size=1, max_size=2), num_cpus=stage_cpu)
 
 
@@ -350,6 +352,7 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
             for k, v in m.items():
                 if k.startswith("timing.") and isinstance(v, int | float):
                     stage_totals[k[7:-2]] = stage_totals.get(k[7:-2], 0.0) + float(v)
+            stage_totals["simulator"] = stage_totals.get("simulator", 0.0) + float(m.get("host.episode_s", 0.0))
             diversity.add(enc)
             entry = writer.add_encoded(enc)
             summary.accepted += 1

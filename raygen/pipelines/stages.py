@@ -7,6 +7,7 @@ under ``<dataset>/.staging/rejects/`` that the driver folds into meta/raygen/rej
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -153,12 +154,16 @@ class DiversityStage:
 
 
 class EncodeStage:
-    def __init__(self, video: VideoSettings):
-        self.video = video
+    """Frames -> encoded segments, on at most ``threads`` threads (the CPUs Ray reserved for the stage):
+    encoders left to size themselves start a thread per core of the node, beside the simulators."""
+
+    def __init__(self, video: VideoSettings, threads: int = 1):
+        self.threads = max(1, int(threads))
+        self.video = video if video.threads else dataclasses.replace(video, threads=self.threads)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         t0, c0 = time.perf_counter(), time.process_time()
-        enc = encode_episode(episode_from_row(batch_to_row(batch)), self.video)
+        enc = encode_episode(episode_from_row(batch_to_row(batch)), self.video, workers=self.threads)
         enc.record["metrics"]["timing.encode_s"] = time.perf_counter() - t0
         enc.record["metrics"]["cpu.encode_s"] = time.process_time() - c0
         return row_to_batch(enc.to_row())
