@@ -323,7 +323,10 @@ class WorkerHost:
         self._child_ref: list[_Child | None] = [None]
         self._tag = ["-"]
         self._starts = 0
-        self._dead_billed = 0.0
+        self._lock = threading.Lock()
+        """Held while the child works on an episode: a second call (Ray Data runs two per host) hands the
+        child its next spec as soon as it is free, while the first reads its episode back."""
+        self._unbilled_cpu = 0.0  # CPU of children that died starting up, for the next episode
         self.backend_info: dict[str, Any] = {}
         self._finalizer = weakref.finalize(self, _cleanup, self._child_ref, self.scratch)
 
@@ -351,6 +354,7 @@ class WorkerHost:
         home = self.scratch / f"child-{self._starts}"
         home.mkdir(parents=True, exist_ok=True)
         argv = [self.config.python or sys.executable, "-m", self.module]
+        reaped0 = _reaped_cpu()  # a child that fails to start is billed to the next episode
         child = _Child(argv, self._child_env(home), home, self._tag)
         logger.info("started %s worker pid %d (%s)", self.config.backend, child.pid, " ".join(argv))
         try:
@@ -358,17 +362,21 @@ class WorkerHost:
         except _ChildDied as exc:
             tail = child.stderr_tail()
             child.kill()
+            self._unbilled_cpu += max(0.0, _reaped_cpu() - reaped0)
             raise _StartupError(f"{exc} during start-up:\n{tail}") from None
         if msg is None:
             tail = child.stderr_tail()
             child.kill()
+            self._unbilled_cpu += max(0.0, _reaped_cpu() - reaped0)
             raise _StartupError(f"not ready after {self.config.startup_timeout_s:.0f} s (start-up timeout); "
                                 f"killed pid {child.pid}\n{tail}")
         if msg.get("type") == "fatal":
             child.stop(grace_s=2.0)
+            self._unbilled_cpu += max(0.0, _reaped_cpu() - reaped0)
             raise _FatalStartup(f"backend failed to start: {msg.get('error')}")
         if msg.get("type") != "ready":
             child.kill()
+            self._unbilled_cpu += max(0.0, _reaped_cpu() - reaped0)
             raise _StartupError(f"expected a ready handshake, got {msg!r}")
         self.backend_info = {k: msg.get(k) for k in ("backend", "version", "capabilities", "pid")}
         return child
@@ -395,83 +403,92 @@ class WorkerHost:
         if self.config.stop_file and os.path.exists(self.config.stop_file):
             result.error, result.stopped = "stopped before it started", True
             return result
-        self._tag[0] = key
-        t_start, reaped0, self._dead_billed = time.perf_counter(), _reaped_cpu(), 0.0
-        try:
-            for attempt in range(1, self.config.attempts + 1):
-                result.attempts = attempt
-                try:
-                    error = self._attempt(spec, attempt, result)
-                except _FatalStartup as exc:
-                    result.error, result.fatal = f"start-up failed: {exc}", True
-                    logger.error("episode %s: %s", key, result.error)
-                    return result
-                except Exception as exc:  # never let one episode take the run down
-                    logger.exception("episode %s: unexpected host error", key)
-                    error = f"host error: {type(exc).__name__}: {exc}"
-                if error is None:
-                    result.error = ""
-                    return result
-                result.error = error
-                if attempt < self.config.attempts:
-                    logger.warning("episode %s failed (attempt %d/%d), retrying: %s", key, attempt,
-                                   self.config.attempts, error.splitlines()[0])
-            logger.error("episode %s failed %d times; returning an error row: %s", key, result.attempts,
-                         result.error.splitlines()[0])
-            return result
-        finally:
-            result.timing["host_total_s"] = time.perf_counter() - t_start
-            result.timing["cpu_s"] = self._bill_cpu(reaped0)
-            self._tag[0] = "-"
+        result.timing.update(host_total_s=0.0, cpu_s=0.0)
+        for attempt in range(1, self.config.attempts + 1):
+            result.attempts = attempt
+            try:
+                error = self._attempt(spec, attempt, result)
+            except _FatalStartup as exc:
+                result.error, result.fatal = f"start-up failed: {exc}", True
+                logger.error("episode %s: %s", key, result.error)
+                return result
+            except Exception as exc:  # never let one episode take the run down
+                logger.exception("episode %s: unexpected host error", key)
+                error = f"host error: {type(exc).__name__}: {exc}"
+            if error is None:
+                result.error = ""
+                return result
+            result.error = error
+            if attempt < self.config.attempts:
+                logger.warning("episode %s failed (attempt %d/%d), retrying: %s", key, attempt,
+                               self.config.attempts, error.splitlines()[0])
+        logger.error("episode %s failed %d times; returning an error row: %s", key, result.attempts,
+                     result.error.splitlines()[0])
+        return result
 
-    def _bill_cpu(self, reaped0: float) -> float:
-        """CPU-seconds of this episode in simulator processes: start-ups, failed tries and the one that worked.
+    def _bill(self, child: _Child, result: HostResult) -> None:
+        """Bill the CPU the live child reported since the last bill (its every message carries it)."""
+        result.timing["cpu_s"] += child.cpu_total - child.cpu_billed
+        child.cpu_billed = child.cpu_total
 
-        The live child reports its CPU in every message; children that died or were killed are counted
-        by the kernel once reaped (minus what earlier episodes were billed of them).
-        """
-        cpu = max(0.0, _reaped_cpu() - reaped0 - self._dead_billed)
-        live = self._child_ref[0]
-        if live is not None:
-            cpu += live.cpu_total - live.cpu_billed
-            live.cpu_billed = live.cpu_total
-        return cpu
-
-    def _discard(self, child: _Child) -> None:
-        """Kill a broken child; what it already billed is not billed again once the kernel counts it."""
-        self._dead_billed += child.cpu_billed
+    def _discard(self, child: _Child, result: HostResult, reaped0: float) -> None:
+        """Kill a broken child and bill the CPU it used since its last bill: the kernel counts a child once it
+        is reaped (here, or already while reading its exit), i.e. since ``reaped0``."""
         child.kill()
+        result.timing["cpu_s"] += max(0.0, _reaped_cpu() - reaped0 - child.cpu_billed)
         self._child_ref[0] = None
 
-    def _attempt(self, spec: EpisodeSpec, attempt: int, result: HostResult) -> str | None:
-        """One try; returns None on success (result filled in) or the error text."""
+    def _generate(self, spec: EpisodeSpec, out_dir: Path,
+                  result: HostResult) -> tuple[str | None, dict[str, Any]]:
+        """Under the lock: the child makes the episode into ``out_dir``; (error or None, its message)."""
         child = self._child_ref[0]
         if child is None:
             try:
                 child = self._child_ref[0] = self._start_child()
-            except _FatalStartup:
-                raise
             except _StartupError as exc:
-                return f"start-up failed: {exc}"
-        out_dir = self.scratch / "episodes" / f"{spec.episode_key}-a{attempt}"
+                if isinstance(exc, _FatalStartup):
+                    raise
+                return f"start-up failed: {exc}", {}
+            finally:
+                result.timing["cpu_s"] += self._unbilled_cpu
+                self._unbilled_cpu = 0.0
+        self._tag[0] = spec.episode_key
         shutil.rmtree(out_dir, ignore_errors=True)
+        reaped0 = _reaped_cpu()
         try:
             child.send({"type": "episode", "spec": spec.to_dict(), "out_dir": str(out_dir)})
             msg = child.recv(self.config.episode_timeout_s)
         except _ChildDied as exc:
             result.stderr_tail = child.stderr_tail()
-            self._discard(child)  # its helpers and our pipe ends go with it
+            self._discard(child, result, reaped0)  # its helpers and our pipe ends go with it
             shutil.rmtree(out_dir, ignore_errors=True)
-            return f"{exc} during episode {spec.episode_key}"
+            return f"{exc} during episode {spec.episode_key}", {}
         if msg is None:
             result.stderr_tail = child.stderr_tail()
-            self._discard(child)
+            self._discard(child, result, reaped0)
             shutil.rmtree(out_dir, ignore_errors=True)
-            return f"episode timeout: no result after {self.config.episode_timeout_s:.0f} s; killed pid {child.pid}"
+            return (f"episode timeout: no result after {self.config.episode_timeout_s:.0f} s; "
+                    f"killed pid {child.pid}"), {}
+        self._bill(child, result)
         if msg.get("type") == "error":
             result.stderr_tail = child.stderr_tail()
             shutil.rmtree(out_dir, ignore_errors=True)
-            return f"{msg.get('error')}\n{msg.get('traceback', '')}".strip()
+            return f"{msg.get('error')}\n{msg.get('traceback', '')}".strip(), {}
+        return None, msg
+
+    def _attempt(self, spec: EpisodeSpec, attempt: int, result: HostResult) -> str | None:
+        """One try; returns None on success (result filled in) or the error text."""
+        out_dir = self.scratch / "episodes" / f"{spec.episode_key}-a{attempt}"
+        with self._lock:  # the child is ours until it has written this episode
+            t_held = time.perf_counter()
+            try:
+                error, msg = self._generate(spec, out_dir, result)
+            finally:
+                result.timing["host_total_s"] += time.perf_counter() - t_held
+                self._tag[0] = "-"
+        if error is not None:
+            return error
+        result.timing.update(msg.get("timing", {}))
         t0 = time.perf_counter()
         try:
             episode = read_episode(out_dir)
@@ -479,8 +496,8 @@ class WorkerHost:
             return f"could not read the episode the child wrote: {type(exc).__name__}: {exc}"
         finally:
             shutil.rmtree(out_dir, ignore_errors=True)
-        result.timing.update(msg.get("timing", {}))
-        result.timing["read_s"] = time.perf_counter() - t0
+            result.timing["read_s"] = time.perf_counter() - t0
+            result.timing["host_total_s"] += result.timing["read_s"]
         if episode.episode_key != spec.episode_key:
             return f"the backend returned episode {episode.episode_key!r} for spec {spec.episode_key!r}"
         try:

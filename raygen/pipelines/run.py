@@ -264,8 +264,11 @@ def _build_stream(config: RunConfig, plan: Any, specs: list, rejects_dir: str, v
     items = [{"source": s.source, "seed": s.seed, "index": s.index, "params": json.dumps(s.params)} for s in specs]
     stage_cpu = max(0.1, round(plan.stage_cpus / 4, 3))
     ds = ray.data.from_items(items, override_num_blocks=len(items))
-    ds = ds.map_batches(WorkerHost, fn_constructor_kwargs={"config": host}, batch_size=1,
-                        compute=ActorPoolStrategy(min_size=1, max_size=plan.pool_max), **plan.actor_options())
+    # two calls per host: while one reads its episode back, the other already has the simulator busy
+    hosts = ActorPoolStrategy(min_size=1, max_size=plan.pool_max, max_concurrent_calls_per_actor=2,
+                              enable_true_multi_threading=True)
+    ds = ds.map_batches(WorkerHost, fn_constructor_kwargs={"config": host}, batch_size=1, compute=hosts,
+                        **plan.actor_options())
     if generate_only:  # the baseline of `raygen bench pipeline`
         return ds
     quality = QualitySettings(min_score=st.quality.min_score, require_success=st.quality.require_success)

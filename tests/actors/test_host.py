@@ -80,6 +80,23 @@ def test_cpu_of_failed_tries_and_killed_children_is_billed_once(tmp_path):
     host.close()
 
 
+def test_two_calls_share_one_child_one_episode_at_a_time(tmp_path):
+    """Ray Data runs two calls per host: the child gets the second spec only once it is done with the first."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    host = _host(tmp_path)
+    assert host.run(_spec(30)).ok
+    pid = host.child_pid
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(host.run, [_spec(31, fault="slow", sleep_s=1), _spec(32, fault="slow", sleep_s=1)]))
+    assert time.monotonic() - t0 >= 2.0  # one simulator, one episode at a time
+    assert [r.ok for r in results] == [True, True] and host.child_pid == pid
+    assert [r.episode.episode_key for r in results] == ["test-s7-000031", "test-s7-000032"]
+    assert all(1.0 <= r.timing["host_total_s"] < 1.9 for r in results), [r.timing for r in results]  # not the wait
+    host.close()
+
+
 def test_hang_is_killed_at_the_timeout_and_retried(tmp_path):
     host = _host(tmp_path, episode_timeout_s=3)
     t0 = time.monotonic()
