@@ -26,7 +26,7 @@ def _isolated_hf_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyt
     monkeypatch.setenv("HF_HOME", str(tmp_path_factory.getbasetemp() / "hf_home"))
 
 
-HUB_TOKEN = "hf_raygenTestSecret0123456789abcdef"
+HUB_TOKEN = "raygen-test-secret-0123456789"
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ commit applied but never acknowledged) can be injected to test an uploader's rec
 
 Usage::
 
-    with LocalHub(token="hf_testtoken") as hub:
-        api = HfApi(endpoint=hub.endpoint, token="hf_testtoken")
+    with LocalHub(token="test-token") as hub:
+        api = HfApi(endpoint=hub.endpoint, token="test-token")
         api.create_repo("user/ds", repo_type="dataset")
         api.upload_file(path_or_fileobj=b"x", path_in_repo="a.txt", repo_id="user/ds", repo_type="dataset")
         assert hub.files("user/ds")["a.txt"] == b"x"
@@ -447,7 +447,7 @@ class LocalHub:
 
     def __init__(
         self,
-        token: str = "hf_localhub_token",
+        token: str = "localhub-token",
         *,
         lfs_threshold: int = 1024,
         user: str = "localhub-user",

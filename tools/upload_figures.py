@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=32)
     args = ap.parse_args()
     constants.HF_HUB_DISABLE_XET = True
-    token = "hf_figures_token"
+    token = "figures-token"
     with tempfile.TemporaryDirectory() as tmp, LocalHub(token=token, lfs_threshold=10_000) as hub:
         root = Path(tmp) / "ds"
         cfg = UploadConfig(repo="lab/figures", metadata_repo="lab/figures-meta", endpoint=hub.endpoint,

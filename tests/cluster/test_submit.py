@@ -46,7 +46,7 @@ def test_the_job_carries_the_checked_config_and_no_secrets(tmp_path, monkeypatch
         (wd / rel).parent.mkdir(parents=True, exist_ok=True)
         (wd / rel).write_text("source: {episodes: 3}\n" if rel.endswith("run.yaml") else "x\n")
     env_file = tmp_path / "outside.env"
-    env_file.write_text("HF_TOKEN=hf_fromEnvFile123\n")
+    env_file.write_text("HF_TOKEN=from-env-file-123\n")
     cfg = load_config(wd / "configs/run.yaml", ["upload.repo=lab/x", f"upload.env_file={env_file}"],
                       output="/staging/x")
     monkeypatch.delenv("HF_TOKEN", raising=False)
@@ -64,7 +64,7 @@ def test_the_job_carries_the_checked_config_and_no_secrets(tmp_path, monkeypatch
     assert shipped.upload.repo == "lab/x" and shipped.upload.env_file is None  # a local path stays here
 
     asked = build_job(cfg, working_dir=wd, pass_hf_token=True)["runtime_env"]["env_vars"]
-    assert asked["HF_TOKEN"] == "hf_fromEnvFile123" and "hf_fromEnvFile123" not in asked[CONFIG_ENV]
+    assert asked["HF_TOKEN"] == "from-env-file-123" and "from-env-file-123" not in asked[CONFIG_ENV]
     assert config_from_env({}) is None
     with pytest.raises(ValueError, match=CONFIG_ENV):
         config_from_env({CONFIG_ENV: "source: {episodes: -1}"})

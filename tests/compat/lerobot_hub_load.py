@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from lerobot_load import compare_items  # this script's folder is on sys.path
+
 
 def downloaded_commits(root: Path) -> dict[str, str]:
     """File -> commit it was downloaded from, read from huggingface_hub's ``.cache/huggingface/download`` metadata."""
@@ -59,32 +61,7 @@ def main() -> int:
         "downloaded_from": sorted(set(downloaded_commits(root).values())),
         "errors": [],
     }
-    worst = {k: 0.0 for k in ds.meta.camera_keys}
-    neighbour_better = 0
-    for i in range(len(ds)):
-        item = ds[i]  # decodes one frame per camera through lerobot's video backend
-        if int(item["index"]) != i or int(item["episode_index"]) != int(exp["episode_index"][i]):
-            result["errors"].append(f"item {i}: index {int(item['index'])}, episode {int(item['episode_index'])}")
-        for name in ("observation.state", "action"):
-            if not np.array_equal(item[name].numpy(), exp[name][i]):
-                result["errors"].append(f"frame {i}: {name} differs")
-        for key in ds.meta.camera_keys:
-            img = (item[key].numpy().transpose(1, 2, 0) * 255.0).astype(np.float32)
-            ref = exp[key].astype(np.float32)
-            err = float(np.abs(img - ref[i]).mean())
-            worst[key] = max(worst[key], err)
-            for j in (i - 1, i + 1):
-                same_ep = 0 <= j < len(ds) and exp["episode_index"][j] == exp["episode_index"][i]
-                if same_ep and float(np.abs(img - ref[j]).mean()) < err:
-                    neighbour_better += 1
-    result["items_read"] = len(ds)
-    result["worst_mean_abs_error"] = worst
-    result["frames_closer_to_a_neighbour"] = neighbour_better
-    if neighbour_better:
-        result["errors"].append(f"{neighbour_better} decoded frames match a neighbouring frame better")
-    for key, err in worst.items():
-        if err > float(exp["rgb_tolerance"]):
-            result["errors"].append(f"{key}: mean abs error {err:.2f} > {float(exp['rgb_tolerance'])}")
+    compare_items(ds, exp, result)
     result["ok"] = not result["errors"]
     result["seconds"] = round(time.time() - t0, 2)
     print(json.dumps(result))

@@ -17,6 +17,38 @@ import tempfile
 import time
 
 
+def compare_items(ds, exp, result: dict) -> None:
+    """Load every item of ``ds`` (decoding every video frame) and compare it with EXPECTED; errors go to result."""
+    import numpy as np
+
+    worst = {k: 0.0 for k in ds.meta.camera_keys}
+    neighbour_better = 0
+    for i in range(len(ds)):
+        item = ds[i]
+        if int(item["index"]) != i or int(item["episode_index"]) != int(exp["episode_index"][i]):
+            result["errors"].append(f"item {i}: index {int(item['index'])}, episode {int(item['episode_index'])}")
+        for name in ("observation.state", "action"):
+            if not np.array_equal(item[name].numpy(), exp[name][i]):
+                result["errors"].append(f"frame {i}: {name} differs")
+        for key in ds.meta.camera_keys:
+            img = (item[key].numpy().transpose(1, 2, 0) * 255.0).astype(np.float32)
+            ref = exp[key].astype(np.float32)
+            err = float(np.abs(img - ref[i]).mean())
+            worst[key] = max(worst[key], err)
+            for j in (i - 1, i + 1):
+                same_ep = 0 <= j < len(ds) and exp["episode_index"][j] == exp["episode_index"][i]
+                if same_ep and float(np.abs(img - ref[j]).mean()) < err:
+                    neighbour_better += 1
+    result["items_read"] = len(ds)
+    result["worst_mean_abs_error"] = worst
+    result["frames_closer_to_a_neighbour"] = neighbour_better
+    if neighbour_better:
+        result["errors"].append(f"{neighbour_better} decoded frames match a neighbouring frame better")
+    for key, err in worst.items():
+        if err > float(exp["rgb_tolerance"]):
+            result["errors"].append(f"{key}: mean abs error {err:.2f} > {float(exp['rgb_tolerance'])}")
+
+
 def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="hf_home_"))
@@ -31,29 +63,7 @@ def main() -> int:
     ds = LeRobotDataset(repo_id="local/raygen-check", root=root, **kw)
     result = {"episodes": ds.num_episodes, "frames": ds.num_frames, "video_backend": ds.video_backend,
               "camera_keys": ds.meta.camera_keys, "errors": []}
-    worst = {k: 0.0 for k in ds.meta.camera_keys}
-    neighbour_better = 0
-    for i in range(len(ds)):
-        item = ds[i]
-        for name in ("observation.state", "action"):
-            if not np.array_equal(item[name].numpy(), exp[name][i]):
-                result["errors"].append(f"frame {i}: {name} differs")
-        for key in ds.meta.camera_keys:
-            img = (item[key].numpy().transpose(1, 2, 0) * 255.0).astype(np.float32)
-            ref = exp[key].astype(np.float32)
-            err = float(np.abs(img - ref[i]).mean())
-            worst[key] = max(worst[key], err)
-            for j in (i - 1, i + 1):
-                same_ep = 0 <= j < len(ds) and exp["episode_index"][j] == exp["episode_index"][i]
-                if same_ep and float(np.abs(img - ref[j]).mean()) < err:
-                    neighbour_better += 1
-    result["worst_mean_abs_error"] = worst
-    result["frames_closer_to_a_neighbour"] = neighbour_better
-    if neighbour_better:
-        result["errors"].append(f"{neighbour_better} decoded frames match a neighbouring frame better")
-    for key, err in worst.items():
-        if err > float(exp["rgb_tolerance"]):
-            result["errors"].append(f"{key}: mean abs error {err:.2f} > {float(exp['rgb_tolerance'])}")
+    compare_items(ds, exp, result)
     result["ok"] = not result["errors"]
     result["seconds"] = round(time.time() - t0, 2)
     print(json.dumps(result))

@@ -191,7 +191,7 @@ def test_metadata_repo_and_a_branch(ds, hub):
 
 
 def test_a_wrong_token_fails_at_start_and_never_shows(ds, hub, caplog):
-    bad = "hf_wrongWrongWrong0987654321"
+    bad = "wrong-wrong-wrong-0987654321"
     with caplog.at_level(logging.DEBUG), pytest.raises(UploadError) as info:
         Uploader(ds, cfg(hub), token=bad, backoff_s=0.01).start()
     assert "401" in str(info.value) and bad not in str(info.value)

@@ -14,7 +14,7 @@ from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
 from tests.hubserver import COMMIT_CONFLICT_MESSAGE, GITATTRIBUTES_PATH, LocalHub, patch_hf_client
 
-TOKEN = "hf_localhub_test_token_0123456789"
+TOKEN = "localhub_test_token_0123456789"
 REPO = "raygen-test/droid-mini"
 
 SMALL = b'{"codebase_version": "v3.0", "fps": 15}\n'
