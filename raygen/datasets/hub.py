@@ -368,7 +368,8 @@ class Uploader:
         self._thread: threading.Thread | None = None
         self._prepared: set[str] = set()
         self._checked: set[str] = set()
-        self._remote_card: dict[str, str | None] = {}
+        self._remote: dict[str, dict[str, tuple[int, str | None]]] = {}  # the listing read by _check
+        self._ledger_meta: dict[str, dict[str, str]] = {}  # what the ledger said was sent, before _check
         self._uploaded: dict[str, set[int]] = {t.key: set() for t in self.targets}
         self._meta_sent: dict[str, dict[str, str]] = {t.key: {} for t in self.targets}
         try:
@@ -537,17 +538,20 @@ class Uploader:
             self.reports[target.key].reconciled_shards += len(found)
             logger.info("upload: %s already holds %d shard(s) not in the upload ledger (a crash after a commit); "
                         "recorded, not sent again", target.name, len(found))
-        # metadata counts as sent where the target holds the same bytes; where it gives no digest (folders),
-        # where the size agrees and the upload ledger recorded these bytes
-        sent = self._meta_sent[target.key]
-        self._meta_sent[target.key] = {
-            rel: _sha256(data) for rel, data in meta.items()
-            if rel in remote and (_matches(data, remote[rel][1]) or (
-                remote[rel][1] is None and remote[rel][0] == len(data) and sent.get(rel) == _sha256(data)))}
-        if CARD in remote and CARD in sent and (remote[CARD][1] is None or sent[CARD] == remote[CARD][1]):
-            self._meta_sent[target.key][CARD] = sent[CARD]
-        self._remote_card[target.key] = remote[CARD][1] if CARD in remote else None
+        self._remote[target.key], self._ledger_meta[target.key] = remote, self._meta_sent[target.key]
+        self._meta_sent[target.key] = {rel: _sha256(data) for rel, data in meta.items()
+                                       if self._holds(target, rel, data)}
         self._checked.add(target.key)
+
+    def _holds(self, target: Target, rel: str, data: bytes) -> bool:
+        """Did the target hold these bytes at ``rel`` when its files were listed? By its digest; where it
+        gives none (folders), by the size and the upload ledger's record of what was sent there."""
+        size, digest = self._remote.get(target.key, {}).get(rel, (None, None))
+        if size is None:
+            return False
+        if digest is not None:
+            return _matches(data, digest)
+        return size == len(data) and self._ledger_meta.get(target.key, {}).get(rel) == _sha256(data)
 
     def _send(self, target: Target, entries: list[dict[str, Any]], meta: dict[str, bytes], *, final: bool) -> None:
         rep = self.reports[target.key]
@@ -603,7 +607,7 @@ class Uploader:
         text = dataset_card(self.root, repo_id=getattr(target, "repo_id", None), metadata_only=target.metadata_only,
                             license=self.config.license, extra=self.card_info).encode()
         digest = _sha256(text)
-        if self._meta_sent[target.key].get(CARD) != digest and not _matches(text, self._remote_card.get(target.key)):
+        if self._meta_sent[target.key].get(CARD) != digest and not self._holds(target, CARD, text):
             bid = _sha256(json.dumps([target.key, "card", digest]).encode())[:12]
             oid = self._commit(target, [(CARD, text)], f"raygen: dataset card [{bid}]", "", bid)
             self._record(target, {"shards": [], "commit": oid, "batch": bid, "files": 1, "bytes": len(text),
