@@ -128,6 +128,10 @@ class CostConfig(_Strict):
     cpu_hour: float = Field(0.0, ge=0, description="Price of one CPU core for one hour.")
     currency: str = Field("USD", description="Currency the prices are in (shown beside the estimate).")
 
+    def price(self, gpu_seconds: float, cpu_seconds: float) -> float:
+        """The estimated cost of that much GPU and CPU time."""
+        return (gpu_seconds * self.gpu_hour + cpu_seconds * self.cpu_hour) / 3600.0
+
 
 class RunConfig(_Strict):
     source: SourceConfig = Field(default_factory=SourceConfig)

@@ -223,7 +223,7 @@ class _Metrics:
     def spend(self, gpu_s: float, cpu_s: float, prices: Any) -> None:
         if self.generated is None:
             return
-        cost = gpu_s / 3600 * prices.gpu_hour + cpu_s / 3600 * prices.cpu_hour
+        cost = prices.price(gpu_s, cpu_s)
         for counter, v in ((self.gpu_seconds, gpu_s), (self.cpu_seconds, cpu_s), (self.cost, cost)):
             if v > 0:  # ray.util.metrics rejects inc(0)
                 counter.inc(v)
@@ -436,7 +436,7 @@ def _check_backend_options(config: RunConfig) -> None:
 def _costs(summary: RunSummary, account: _Account, config: RunConfig) -> None:
     prices = config.cost
     summary.gpu_seconds, summary.cpu_seconds, summary.currency = account.gpu_s, account.cpu_s, prices.currency
-    summary.cost = account.gpu_s / 3600 * prices.gpu_hour + account.cpu_s / 3600 * prices.cpu_hour
+    summary.cost = prices.price(account.gpu_s, account.cpu_s)
     summary.cost_per_episode = summary.cost / summary.accepted if summary.accepted else 0.0
 
 
