@@ -26,11 +26,9 @@ pytestmark = [
 ]
 
 
-@pytest.mark.parametrize("codec", ["libsvtav1", "libx264"])
-def test_lerobot_loads_every_frame(tmp_path, codec):
-    eps = small_episodes(5, frames=20, height=64, width=64)
-    root = tmp_path / "ds"
-    write_dataset(root, eps, shard_size=2, video=VideoSettings(codec=codec))
+def save_expected(eps, path: Path) -> None:
+    """What lerobot must read back (the EXPECTED.npz of lerobot_load.py): state, action, episode of each frame,
+    and every camera's RGB frames in global frame order."""
     expected = {
         "observation.state": np.concatenate([e.state for e in eps]),
         "action": np.concatenate([e.action for e in eps]),
@@ -39,7 +37,15 @@ def test_lerobot_loads_every_frame(tmp_path, codec):
     }
     for cam in ("cam_high", "cam_wrist"):
         expected[f"observation.images.{cam}"] = np.concatenate([e.cameras[cam].rgb for e in eps])
-    np.savez(tmp_path / "expected.npz", **expected)
+    np.savez(path, **expected)
+
+
+@pytest.mark.parametrize("codec", ["libsvtav1", "libx264"])
+def test_lerobot_loads_every_frame(tmp_path, codec):
+    eps = small_episodes(5, frames=20, height=64, width=64)
+    root = tmp_path / "ds"
+    write_dataset(root, eps, shard_size=2, video=VideoSettings(codec=codec))
+    save_expected(eps, tmp_path / "expected.npz")
     proc = subprocess.run([LEROBOT_PY, str(SCRIPT), str(root), str(tmp_path / "expected.npz")],
                           capture_output=True, text=True, timeout=600)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]

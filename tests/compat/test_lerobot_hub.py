@@ -20,16 +20,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from huggingface_hub import CommitOperationAdd, HfApi
 
 from raygen.config import UploadConfig
 from raygen.datasets import _layout as L
 from raygen.datasets.hub import CARD, Uploader
+from tests.compat.test_lerobot import LEROBOT_PY, save_expected
 from tests.conftest import HUB_TOKEN, small_episodes, write_dataset
 
-LEROBOT_PY = os.environ.get("RAYGEN_LEROBOT_PYTHON", "/tmp/lerobot-venv/bin/python")
 SCRIPT = Path(__file__).with_name("lerobot_hub_load.py")
 REPO = "raygen-lab/hub-roundtrip"
 JUNK = "after-tag.txt"
@@ -83,15 +82,7 @@ def test_lerobot_loads_uploaded_dataset_from_hub_at_tag(tmp_path, local_hub):
     main_head = hub.head(REPO)
     assert main_head != tagged and hub.tags(REPO) == {L.CODEBASE_VERSION: tagged}
 
-    expected = {
-        "observation.state": np.concatenate([e.state for e in eps]),
-        "action": np.concatenate([e.action for e in eps]),
-        "episode_index": np.repeat(np.arange(len(eps)), [len(e.state) for e in eps]),
-        "rgb_tolerance": np.float64(8.0),
-    }
-    for cam in ("cam_high", "cam_wrist"):
-        expected[f"observation.images.{cam}"] = np.concatenate([e.cameras[cam].rgb for e in eps])
-    np.savez(tmp_path / "expected.npz", **expected)
+    save_expected(eps, tmp_path / "expected.npz")
 
     n_requests = len(hub.requests)
     proc = subprocess.run([LEROBOT_PY, str(SCRIPT), REPO, str(tmp_path / "expected.npz")], cwd=tmp_path,
