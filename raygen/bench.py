@@ -168,7 +168,8 @@ def format_worker_bench(rows: list[WorkerBenchRow]) -> str:
     return "\n".join(lines)
 
 
-def bench_pipeline(config_path: str, *, episodes: int = 6, size: int = 64, workers: int = 2) -> str:
+def bench_pipeline(config_path: str, *, episodes: int = 16, size: int = 64, workers: int = 1,
+                   overrides: list[str] | None = None) -> str:
     """Full run vs. the same hosts generating without the downstream stages (same plan, same specs).
 
     Two ratios: over the whole run (start-up included) and in steady state, from the first episode out of
@@ -185,7 +186,7 @@ def bench_pipeline(config_path: str, *, episodes: int = 6, size: int = 64, worke
 
     tmp = Path(tempfile.mkdtemp(prefix="raygen-bench-pipeline-"))
     overrides = [f"source.episodes={episodes}", f"source.width={size}", f"source.height={size}",
-                 f"resources.cpu_workers={workers}"]
+                 f"resources.cpu_workers={workers}", *(overrides or [])]
     try:
         if not ray.is_initialized():
             ray.init(log_to_driver=False)
@@ -206,7 +207,8 @@ def bench_pipeline(config_path: str, *, episodes: int = 6, size: int = 64, worke
     frames = 9 * 30
     flow_ms = 1000.0 * full.stage_seconds.get("flow", 0.0) / (frames * 2)
     return "\n".join([
-        f"{episodes} episodes at {size}x{size}, {plan.describe()}",
+        f"{episodes} episodes at {size}x{size}, {plan.describe()}; simulator cores "
+        f"{'pinned' if bare_cfg.resources.pin_cores else 'not pinned'} (resources.pin_cores)",
         f"whole run:    full pipeline {full.episodes_per_minute:.1f} episodes/min, bare generation {bare:.1f}",
         f"steady state: full pipeline {full_steady:.1f} episodes/min, bare generation {bare_steady:.1f}",
         f"pipeline/bare generation: {full.episodes_per_minute / bare:.2f} (whole run), "

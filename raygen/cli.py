@@ -104,7 +104,8 @@ def _cmd_bench_worker(args: argparse.Namespace) -> int:
 def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
     from raygen.bench import bench_pipeline
 
-    print(bench_pipeline(args.config, episodes=args.episodes, size=args.size, workers=args.workers))
+    print(bench_pipeline(args.config, episodes=args.episodes, size=args.size, workers=args.workers,
+                         overrides=args.set))
     return 0
 
 
@@ -113,8 +114,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from raygen.datasets.writer import DatasetWriter
 
     out = Path(args.output)
-    print("NOTE: the Ray Data pipeline (`raygen run`) is not built yet; this demo runs the embedded PyBullet "
-          "workers in WorkerHosts on threads and writes through the real writer, committer and verifier."
+    print("NOTE: writer-only demo: PyBullet WorkerHosts on threads write through the real writer, committer "
+          "and verifier, without Ray Data or the quality/flow/diversity stages (the main job is `raygen run`)."
           if args.source == "bullet" else
           "NOTE: --source synthetic writes SYNTHETIC episodes (no simulator) through the real writer.")
     with DatasetWriter(out, shard_size=args.shard_size) as w:
@@ -235,9 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--size", type=int, default=64)
     bp.add_argument("--workers", type=int, default=1, help="simulator hosts; 1 on a 2-core machine leaves a core "
                     "for the downstream stages, as a GPU node leaves its CPUs while the simulator keeps the GPU busy")
+    bp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config field in both runs (e.g. resources.pin_cores=false)")
     bp.set_defaults(func=_cmd_bench_pipeline)
 
-    d = sub.add_parser("demo", help="simulate a few episodes on PyBullet, write and verify them (until `run`)")
+    d = sub.add_parser("demo", help="writer-only: simulate a few episodes on PyBullet, write and verify "
+                       "them without Ray Data (the main job is `run`)")
     d.add_argument("--output", default="out/demo", help="dataset folder (resumed if it exists)")
     d.add_argument("--source", choices=["bullet", "synthetic"], default="bullet",
                    help="bullet: simulated pick-and-place; synthetic: no simulator")

@@ -57,6 +57,12 @@ class ResourcesConfig(_Strict):
     cpu_workers: int = Field(1, ge=1, description="Simulator processes when the backend runs on CPU (bullet).")
     cpus_per_worker: float = Field(0.5, gt=0, description="CPUs Ray reserves per simulator actor.")
     cpu_threads: int = Field(1, ge=1, description="Thread cap (OMP/MKL) inside each simulator process.")
+    pin_cores: bool = Field(True, description="Give each simulator process whole cores of its own on its node "
+                                              "(Linux) and keep raygen's CPU stages off them: a busy neighbour "
+                                              "on a simulator's core slows it far beyond its CPU share. A host "
+                                              "pins only while a core of its node stays free for the stages.")
+    cores_per_worker: int | None = Field(None, ge=1, description="Cores each pinned simulator gets; None = "
+                                                                 "cpus_per_worker rounded up.")
     episode_timeout_s: float = Field(600, gt=0,
                                      description="Kill and retry a simulator stuck this long on one episode.")
     startup_timeout_s: float = Field(180, gt=0, description="Kill and retry a simulator not ready after this long.")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import av
@@ -19,6 +21,10 @@ if not REFERENCE.exists():  # a clean clone has shared/ beside it; a worktree ma
             break
 
 av.logging.set_level(av.logging.ERROR)
+
+# Core claims (raygen.actors.cores) of the tests' simulators stay apart from those of real runs on this
+# machine; set before any Ray instance starts, so its workers inherit it.
+os.environ.setdefault("RAYGEN_CORE_CLAIMS_DIR", tempfile.mkdtemp(prefix="raygen-test-cores-"))
 
 
 @pytest.fixture(autouse=True)

@@ -35,6 +35,7 @@ import raygen
 from raygen._rows import batch_to_row, rows_to_batch
 from raygen.actors._child import OPTIONS_ENV, PROTO_ENV
 from raygen.actors._episode_io import read_episode
+from raygen.actors.cores import CoreClaim, StageCores, claim_cores
 from raygen.actors.registry import worker_module
 from raygen.actors.spec import EpisodeSpec
 from raygen.datasets.episode import Episode, EpisodeValidationError, episode_to_row, validate_episode
@@ -74,6 +75,9 @@ class HostConfig:
     """Extra environment variables for the child."""
     stop_file: str | None = None
     """When this file exists, remaining specs are answered with a "stopped" row without simulating."""
+    cores: int = 0
+    """Whole cores of the node to claim for the child (raygen.actors.cores); 0 = leave it unpinned. The host's
+    own threads then stay off them too."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -83,6 +87,8 @@ class HostConfig:
             problems.append("episode_timeout_s and startup_timeout_s must be > 0")
         if self.cpu_threads < 1:
             problems.append(f"cpu_threads: must be >= 1, got {self.cpu_threads}")
+        if self.cores < 0:
+            problems.append(f"cores: must be >= 0, got {self.cores}")
         if problems:
             raise ValueError("HostConfig: " + "; ".join(problems))
 
@@ -101,6 +107,8 @@ class HostResult:
     attempts: int = 0
     stderr_tail: str = ""
     timing: dict[str, float] = field(default_factory=dict)
+    cores: str = ""
+    """The cores the child was pinned to for this episode ("3,4"); empty when unpinned."""
 
     @property
     def ok(self) -> bool:
@@ -113,6 +121,7 @@ class HostResult:
             self.episode.metrics["host.attempts"] = self.attempts
             self.episode.metrics["host.episode_s"] = float(self.timing.get("host_total_s", 0.0))
             self.episode.metrics["host.cpu_s"] = float(self.timing.get("cpu_s", 0.0))
+            self.episode.metrics["host.cores"] = self.cores
             return {**episode_to_row(self.episode), **meta, "stderr_tail": ""}
         return {"episode_key": self.episode_key, **meta, "stderr_tail": self.stderr_tail}
 
@@ -258,11 +267,13 @@ def _reaped_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def _cleanup(child_ref: list[_Child | None], scratch: Path) -> None:
+def _cleanup(child_ref: list[_Child | None], scratch: Path, claim: CoreClaim, stage_cores: StageCores) -> None:
     child = child_ref[0]
     if child is not None:
         child.stop(grace_s=5.0)
         child_ref[0] = None
+    claim.release()
+    stage_cores.restore()  # a host used in-process (bench, tests) gives its process its cores back
     shutil.rmtree(scratch, ignore_errors=True)
 
 
@@ -328,7 +339,11 @@ class WorkerHost:
         child its next spec as soon as it is free, while the first reads its episode back."""
         self._unbilled_cpu = 0.0  # CPU of children that died starting up, for the next episode
         self.backend_info: dict[str, Any] = {}
-        self._finalizer = weakref.finalize(self, _cleanup, self._child_ref, self.scratch)
+        self.claim = claim_cores(config.cores)
+        """The child's cores (empty: unpinned, e.g. when no core would be left for the stages)."""
+        self._stage_cores = StageCores(enabled=bool(config.cores))
+        self._finalizer = weakref.finalize(self, _cleanup, self._child_ref, self.scratch, self.claim,
+                                           self._stage_cores)
 
     # ------------------------------------------------------------------ child lifecycle
     def _child_env(self, home: Path) -> dict[str, str]:
@@ -356,7 +371,9 @@ class WorkerHost:
         argv = [self.config.python or sys.executable, "-m", self.module]
         reaped0 = _reaped_cpu()  # a child that fails to start is billed to the next episode
         child = _Child(argv, self._child_env(home), home, self._tag)
-        logger.info("started %s worker pid %d (%s)", self.config.backend, child.pid, " ".join(argv))
+        placed = self._place(child)  # before it starts threads or helpers: they inherit its cores
+        logger.info("started %s worker pid %d (%s)%s", self.config.backend, child.pid, " ".join(argv),
+                    f" on cores {sorted(placed)}" if placed else "")
         try:
             msg = child.recv(self.config.startup_timeout_s)
         except _ChildDied as exc:
@@ -381,6 +398,13 @@ class WorkerHost:
         self.backend_info = {k: msg.get(k) for k in ("backend", "version", "capabilities", "pid")}
         return child
 
+    def _place(self, child: _Child) -> frozenset[int] | None:
+        try:
+            return self.claim.place(child.pid)
+        except OSError as exc:
+            logger.warning("could not pin worker pid %d to cores %s: %s", child.pid, self.claim.cores, exc)
+            return None
+
     @property
     def child_pid(self) -> int | None:
         child = self._child_ref[0]
@@ -400,6 +424,7 @@ class WorkerHost:
         """Generate one episode, retrying crashes, hangs and errors; never raises for a bad episode."""
         key = spec.episode_key
         result = HostResult(episode_key=key)
+        self._stage_cores.apply()  # reading episodes back stays off the simulators' cores
         if self.config.stop_file and os.path.exists(self.config.stop_file):
             result.error, result.stopped = "stopped before it started", True
             return result
@@ -452,6 +477,8 @@ class WorkerHost:
             finally:
                 result.timing["cpu_s"] += self._unbilled_cpu
                 self._unbilled_cpu = 0.0
+        placed = self._place(child)  # the node may have gained or lost a floating simulator since
+        result.cores = ",".join(str(c) for c in sorted(placed)) if placed and placed != self.claim.allowed else ""
         self._tag[0] = spec.episode_key
         shutil.rmtree(out_dir, ignore_errors=True)
         reaped0 = _reaped_cpu()

@@ -76,7 +76,9 @@ class VideoSettings:
     preset: str | None = None
     """Encoder speed preset (libsvtav1: 0-13, libx264: ultrafast..placebo); None = encoder default."""
     threads: int | None = None
-    """Encoder threads; None lets the encoder decide."""
+    """Encoder threads; None lets the encoder decide. libsvtav1 ignores it and sizes its own thread pool
+    (~2 busy threads on 2 cores; capping it with ``svtav1-params: lp=1`` cost ~35% more CPU per frame here),
+    so raygen keeps it off the simulators' cores by pinning instead (raygen.actors.cores)."""
     options: dict[str, str] = field(default_factory=dict)
     """Extra encoder options passed verbatim to FFmpeg."""
 
@@ -162,8 +164,9 @@ def encode_rgb(frames: np.ndarray, fps: float, settings: VideoSettings) -> bytes
     )
 
 
-def encode_depth(frames: np.ndarray, fps: float) -> bytes:
-    """Encode [T,H,W] uint16 depth losslessly (FFV1 gray16le) into an in-memory Matroska segment."""
+def encode_depth(frames: np.ndarray, fps: float, threads: int | None = None) -> bytes:
+    """Encode [T,H,W] uint16 depth losslessly (FFV1 gray16le) into an in-memory Matroska segment
+    (``threads``: the encoder's thread count; None = FFmpeg's choice)."""
     return _encode(
         np.ascontiguousarray(frames),
         fps=fps,
@@ -172,6 +175,7 @@ def encode_depth(frames: np.ndarray, fps: float) -> bytes:
         in_format=DEPTH_PIX_FMT,
         container=DEPTH_CONTAINER,
         options={"level": "3", "slicecrc": "1"},
+        threads=threads,
     )
 
 

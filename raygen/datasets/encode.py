@@ -206,7 +206,7 @@ def encode_episode(
             jobs[("video", name)] = pool.submit(encode_rgb, cam.rgb, fps, video)
         for name, cam in episode.cameras.items():
             if cam.depth is not None:
-                jobs[("depth", name)] = pool.submit(encode_depth, cam.depth, fps)
+                jobs[("depth", name)] = pool.submit(encode_depth, cam.depth, fps, video.threads)
                 jobs[("crc", name)] = pool.submit(_crc32, cam.depth)
             jobs[("hist", name)] = pool.submit(image_histogram, cam.rgb[::IMAGE_STATS_STRIDE])
         done = {k: f.result() for k, f in jobs.items()}

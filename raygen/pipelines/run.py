@@ -259,6 +259,7 @@ def _build_stream(config: RunConfig, plan: Any, specs: list, rejects_dir: str, v
     host = HostConfig(
         backend=src.backend, python=src.python, attempts=res.attempts, episode_timeout_s=res.episode_timeout_s,
         startup_timeout_s=res.startup_timeout_s, cpu_threads=res.cpu_threads, stop_file=stop_file,
+        cores=(res.cores_per_worker or math.ceil(res.cpus_per_worker)) if res.pin_cores else 0,
         options={"width": src.width, "height": src.height, "task": dict(src.task_params), **src.backend_options},
     )
     items = [{"source": s.source, "seed": s.seed, "index": s.index, "params": json.dumps(s.params)} for s in specs]
@@ -273,13 +274,16 @@ def _build_stream(config: RunConfig, plan: Any, specs: list, rejects_dir: str, v
         return ds
     quality = QualitySettings(min_score=st.quality.min_score, require_success=st.quality.require_success)
     ds = ds.map_batches(QualityFlowStage, fn_constructor_kwargs={
-        "settings": quality, "rejects_dir": rejects_dir, "step_m": st.flow.step_m}, batch_size=1,
+        "settings": quality, "rejects_dir": rejects_dir, "step_m": st.flow.step_m, "pin": res.pin_cores},
+        batch_size=1,
         compute=ActorPoolStrategy(min_size=1, max_size=2), num_cpus=stage_cpu)
     ds = ds.map_batches(DiversityStage, fn_constructor_kwargs={
         "reject_duplicates": st.diversity.reject_duplicates, "threshold": st.diversity.duplicate_threshold,
-        "rejects_dir": rejects_dir}, batch_size=1, compute=ActorPoolStrategy(size=1), num_cpus=stage_cpu)
+        "rejects_dir": rejects_dir, "pin": res.pin_cores}, batch_size=1, compute=ActorPoolStrategy(size=1),
+        num_cpus=stage_cpu)
     threads = max(1, math.ceil(stage_cpu))
-    return ds.map_batches(EncodeStage, fn_constructor_kwargs={"video": video, "threads": threads}, batch_size=1,
+    return ds.map_batches(EncodeStage, fn_constructor_kwargs={"video": video, "threads": threads,
+                                                              "pin": res.pin_cores}, batch_size=1,
                           compute=ActorPoolStrategy(min_size=1, max_size=2), num_cpus=stage_cpu)
 
 
@@ -288,6 +292,7 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
     """Run ``config`` to the end (or until ``stop`` is set); returns the summary."""
     import ray
 
+    from raygen.actors.cores import StageCores
     from raygen.actors.host import sweep_stale_scratch
     from raygen.actors.registry import check_backend
     from raygen.cluster.plan import discover, episode_specs, make_plan
@@ -310,6 +315,7 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
     account = _Account()
     uploader = None
     clean = True
+    driver_cores = StageCores(config.resources.pin_cores)  # the driver too keeps off the simulators' cores
 
     def fold_rejects() -> None:  # reject records from the stages -> rejects.parquet, counts, costs, metrics
         recs = _fold_rejects(root, rejects_dir)
@@ -345,6 +351,7 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
         stream = _build_stream(config, plan, specs, str(rejects_dir), video, stop_file=str(stop_file))
         for row in stream.iter_rows():
             t_row, c_row = time.perf_counter(), time.thread_time()
+            driver_cores.apply()
             progress.setdefault("first_row_s", t_row - t0)  # start-up ends here (steady-state rate for bench)
             progress["last_row_s"] = t_row - t0
             enc = EncodedEpisode.from_row(row)
@@ -378,6 +385,7 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
         clean = False
         raise
     finally:
+        driver_cores.restore()
         fold_rejects()  # while the dataset is still ours
         shutil.rmtree(rejects_dir, ignore_errors=True)
         if stop is not None and stop.is_set():

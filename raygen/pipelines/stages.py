@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from raygen._rows import batch_to_row, row_to_batch
+from raygen.actors.cores import StageCores
 from raygen.datasets._layout import atomic_write_json
 from raygen.datasets._video import VideoSettings
 from raygen.datasets.encode import encode_episode
@@ -93,10 +94,12 @@ class FlowStage:
 class QualityFlowStage:
     """Quality, then flow for the episodes that pass, in one actor: the frames cross the object store once."""
 
-    def __init__(self, settings: QualitySettings, rejects_dir: str, step_m: float = 0.001):
+    def __init__(self, settings: QualitySettings, rejects_dir: str, step_m: float = 0.001, pin: bool = False):
         self.quality, self.flow = QualityStage(settings, rejects_dir), FlowStage(step_m)
+        self.cores = StageCores(pin)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        self.cores.apply()
         ep = self.quality.check(batch_to_row(batch))
         return row_to_batch(episode_to_row(self.flow.flow(ep))) if ep is not None else {}
 
@@ -124,12 +127,14 @@ class DiversityStage:
     """One stateful actor: novelty of each episode against every one it has seen (RMS distance of
     trajectory descriptors, metres), new workspace cells, and optional near-duplicate rejection."""
 
-    def __init__(self, reject_duplicates: bool, threshold: float, rejects_dir: str):
+    def __init__(self, reject_duplicates: bool, threshold: float, rejects_dir: str, pin: bool = False):
         self.reject_duplicates, self.threshold, self.rejects_dir = reject_duplicates, threshold, rejects_dir
         self.descriptors: list[np.ndarray] = []
         self.cells: set[int] = set()
+        self.cores = StageCores(pin)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        self.cores.apply()
         ep = episode_from_row(batch_to_row(batch))
         d = trajectory_descriptor(ep)
         if self.descriptors:
@@ -155,13 +160,16 @@ class DiversityStage:
 
 class EncodeStage:
     """Frames -> encoded segments, on at most ``threads`` threads (the CPUs Ray reserved for the stage):
-    encoders left to size themselves start a thread per core of the node, beside the simulators."""
+    encoders left to size themselves start a thread per core of the node, beside the simulators. With
+    ``pin`` its threads (the encoders' too) also stay off the simulators' cores (raygen.actors.cores)."""
 
-    def __init__(self, video: VideoSettings, threads: int = 1):
+    def __init__(self, video: VideoSettings, threads: int = 1, pin: bool = False):
         self.threads = max(1, int(threads))
         self.video = video if video.threads else dataclasses.replace(video, threads=self.threads)
+        self.cores = StageCores(pin)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        self.cores.apply()
         t0, c0 = time.perf_counter(), time.process_time()
         enc = encode_episode(episode_from_row(batch_to_row(batch)), self.video, workers=self.threads)
         enc.record["metrics"]["timing.encode_s"] = time.perf_counter() - t0

@@ -249,3 +249,55 @@ def test_stop_is_seen_even_when_every_episode_is_rejected(ray_local, tmp_path):
     s = run(_config(tmp_path, "source.episodes=6", "stages.quality.min_score=1.0"), stop=stop)
     assert s.stopped and s.rejected + s.accepted < 6
     assert not (tmp_path / "ds/.staging/STOP").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux and at least 2 cores")
+def test_the_simulator_gets_a_core_of_its_own_and_the_stages_keep_off_it(ray_local, tmp_path):
+    """One simulator: its child runs on the top core alone; the stage actors and the driver use the others
+    while the run goes, and the driver has every core back after it."""
+    import threading
+
+    from raygen.pipelines.run import run
+
+    allowed = frozenset(os.sched_getaffinity(0))
+    top = max(allowed)
+    seen: dict[str, list[frozenset[int]]] = {"child": [], "stages": [], "driver": []}
+    child_pids: set[str] = set()
+    done = threading.Event()
+
+    def affinities(pattern: str, main_only: set[str] | None = None) -> list[frozenset[int]]:
+        out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
+        sets = []
+        for pid in out:
+            if main_only is not None and pid not in main_only:  # may be caught between its start and its pinning
+                main_only.add(pid)
+                continue
+            try:
+                tids = [pid] if main_only is not None else os.listdir(f"/proc/{pid}/task")  # the simulating thread
+                sets += [frozenset(os.sched_getaffinity(int(t))) for t in tids]
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+        return sets
+
+    def sampler():
+        while not done.wait(0.1):
+            seen["child"] += affinities("raygen.actors.bullet.worker", child_pids)
+            seen["stages"] += affinities(r"MapBatches\((QualityFlowStage|DiversityStage|EncodeStage)\)")
+            seen["driver"].append(frozenset(os.sched_getaffinity(0)))
+
+    t = threading.Thread(target=sampler, daemon=True)
+    t.start()
+    try:
+        s = run(_config(tmp_path, "source.episodes=5", "resources.cpu_workers=1"))
+    finally:
+        done.set()
+        t.join()
+    assert s.accepted + s.rejected == 5 and s.verify_ok, s.format()
+    assert seen["child"] and set(seen["child"]) == {frozenset({top})}
+    assert allowed - {top} in seen["stages"]  # once they have work; never the simulator's core alone
+    assert frozenset({top}) not in seen["stages"]
+    assert allowed - {top} in seen["driver"]
+    reader = DatasetReader(tmp_path / "ds")
+    assert {reader.episode(i).metrics["host.cores"] for i in range(s.accepted)} == {str(top)}
+    assert frozenset(os.sched_getaffinity(0)) == allowed
