@@ -169,14 +169,15 @@ def format_worker_bench(rows: list[WorkerBenchRow]) -> str:
 
 
 def bench_pipeline(config_path: str, *, episodes: int = 16, size: int = 64, workers: int = 1,
-                   overrides: list[str] | None = None) -> str:
+                   overrides: list[str] | None = None, repeats: int = 1) -> str:
     """Full run vs. the same hosts generating without the downstream stages (same plan, same specs).
 
     Two ratios: over the whole run (start-up included) and in steady state, from the first episode out of
     the stream to the last (what a long run sees; start-up is a fixed cost of a few actor processes).
+    ``repeats`` rounds of (bare, full) back to back; with more than one the medians are reported too, since
+    a shared machine's speed drifts between minutes.
     """
-    import shutil
-    import tempfile
+    import statistics
 
     import ray
 
@@ -184,38 +185,61 @@ def bench_pipeline(config_path: str, *, episodes: int = 16, size: int = 64, work
     from raygen.config import load_config
     from raygen.pipelines.run import _build_stream, run
 
-    tmp = Path(tempfile.mkdtemp(prefix="raygen-bench-pipeline-"))
     overrides = [f"source.episodes={episodes}", f"source.width={size}", f"source.height={size}",
                  f"resources.cpu_workers={workers}", *(overrides or [])]
-    try:
-        if not ray.is_initialized():
-            ray.init(log_to_driver=False)
-        bare_cfg = load_config(config_path, overrides, output=str(tmp / "bare"))
-        plan = make_plan(bare_cfg, discover())
-        t0 = time.perf_counter()
-        times, bare_host_s = [], []
-        for row in _build_stream(bare_cfg, plan, episode_specs(bare_cfg), str(tmp), VideoSettings(),
-                                 generate_only=True).iter_rows():
-            times.append(time.perf_counter() - t0)
-            bare_host_s.append(json.loads(row["host_timing"]).get("host_total_s", 0.0))
-        bare, bare_steady = 60.0 * len(times) / times[-1], 60.0 * (len(times) - 1) / (times[-1] - times[0])
-        progress: dict = {}
-        full = run(load_config(config_path, overrides, output=str(tmp / "full")), verify=False, progress=progress)
-        full_steady = 60.0 * (full.accepted + full.rejected - 1) / (progress["last_row_s"] - progress["first_row_s"])
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    frames = 9 * 30
-    flow_ms = 1000.0 * full.stage_seconds.get("flow", 0.0) / (frames * 2)
-    return "\n".join([
+    if not ray.is_initialized():
+        ray.init(log_to_driver=False)
+    rounds: list[tuple[float, float, float, float, float, float, float]] = []
+    per_frame = float("nan")
+    for _ in range(max(1, repeats)):
+        tmp = Path(tempfile.mkdtemp(prefix="raygen-bench-pipeline-"))
+        try:
+            bare_cfg = load_config(config_path, overrides, output=str(tmp / "bare"))
+            plan = make_plan(bare_cfg, discover())
+            t0 = time.perf_counter()
+            times, bare_host_s = [], []
+            for row in _build_stream(bare_cfg, plan, episode_specs(bare_cfg), str(tmp), VideoSettings(),
+                                     generate_only=True).iter_rows():
+                times.append(time.perf_counter() - t0)
+                bare_host_s.append(json.loads(row["host_timing"]).get("host_total_s", 0.0))
+            progress: dict = {}
+            full = run(load_config(config_path, overrides, output=str(tmp / "full")), verify=False,
+                       progress=progress)
+            done = full.accepted + full.rejected
+            rounds.append((60.0 * len(times) / times[-1], 60.0 * (len(times) - 1) / (times[-1] - times[0]),
+                           full.episodes_per_minute,
+                           60.0 * (done - 1) / (progress["last_row_s"] - progress["first_row_s"]),
+                           times[0], progress["first_row_s"], sum(bare_host_s) / len(bare_host_s)))
+            info_path = tmp / "full" / "meta" / "info.json"  # absent when every episode was rejected
+            info = json.loads(info_path.read_text()) if info_path.exists() else {}
+            cams = sum(1 for k, f in info.get("features", {}).items()
+                       if k.startswith("observation.images.") and f.get("dtype") == "video")
+            if info.get("total_episodes") and cams:
+                per_frame = info["total_frames"] / info["total_episodes"] * cams
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    bare, bare_steady, full_rate, full_steady, bare_first, full_first, bare_sim = rounds[-1]
+    lines = [
         f"{episodes} episodes at {size}x{size}, {plan.describe()}; simulator cores "
         f"{'pinned' if bare_cfg.resources.pin_cores else 'not pinned'} (resources.pin_cores)",
-        f"whole run:    full pipeline {full.episodes_per_minute:.1f} episodes/min, bare generation {bare:.1f}",
-        f"steady state: full pipeline {full_steady:.1f} episodes/min, bare generation {bare_steady:.1f}",
-        f"pipeline/bare generation: {full.episodes_per_minute / bare:.2f} (whole run), "
-        f"{full_steady / bare_steady:.2f} (steady state)",
-        f"flow stage: {flow_ms:.3f} ms per frame per camera; driver: "
-        f"{1000.0 * full.stage_seconds.get('driver', 0.0):.1f} ms per episode (shard + commit)",
+    ]
+    for i, (b, bs, f, fs, b1, f1, _) in enumerate(rounds, 1):
+        lines += [
+            *([f"round {i}:"] if len(rounds) > 1 else []),
+            f"whole run:    full pipeline {f:.1f} episodes/min, bare generation {b:.1f} "
+            f"(first episode out after {f1:.1f} s vs {b1:.1f} s)",
+            f"steady state: full pipeline {fs:.1f} episodes/min, bare generation {bs:.1f}",
+            f"pipeline/bare generation: {f / b:.2f} (whole run), {fs / bs:.2f} (steady state)",
+        ]
+    if len(rounds) > 1:
+        lines.append(f"median of {len(rounds)} rounds: pipeline/bare generation "
+                     f"{statistics.median(r[2] / r[0] for r in rounds):.2f} (whole run), "
+                     f"{statistics.median(r[3] / r[1] for r in rounds):.2f} (steady state)")
+    lines += [
+        f"flow stage: {1000.0 * full.stage_seconds.get('flow', 0.0) / per_frame:.3f} ms per frame per camera; "
+        f"driver: {1000.0 * full.stage_seconds.get('driver', 0.0):.1f} ms per episode (shard + commit)",
         "seconds per episode by stage: " + ", ".join(f"{k} {v:.2f}" for k, v in full.stage_seconds.items()),
         f"simulator seconds per episode: {full.stage_seconds.get('simulator', float('nan')):.2f} in the full run, "
-        f"{sum(bare_host_s) / len(bare_host_s):.2f} bare (more = the simulator was slowed, not starved)",
-    ])
+        f"{bare_sim:.2f} bare (more = the simulator was slowed, not starved)",
+    ]
+    return "\n".join(lines)

@@ -105,7 +105,7 @@ def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
     from raygen.bench import bench_pipeline
 
     print(bench_pipeline(args.config, episodes=args.episodes, size=args.size, workers=args.workers,
-                         overrides=args.set))
+                         overrides=args.set, repeats=args.repeats))
     return 0
 
 
@@ -238,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "for the downstream stages, as a GPU node leaves its CPUs while the simulator keeps the GPU busy")
     bp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config field in both runs (e.g. resources.pin_cores=false)")
+    bp.add_argument("--repeats", type=int, default=1, help="rounds of (bare, full) back to back; the medians "
+                    "are printed too (a shared machine's speed drifts from minute to minute)")
     bp.set_defaults(func=_cmd_bench_pipeline)
 
     d = sub.add_parser("demo", help="writer-only: simulate a few episodes on PyBullet, write and verify "

@@ -1,5 +1,7 @@
 import re
 
+import pytest
+
 from raygen.cli import main
 
 
@@ -11,6 +13,26 @@ def test_bench_writer_prints_the_ratio(capsys):
     m = re.search(r"writer/raw codec throughput: (\d+\.\d\d)", out)
     assert m and float(m.group(1)) > 0
     assert re.search(r"writer \(stats \+ encode \+ write \+ commit\): \d+\.\d+ s/episode", out)
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_bench_pipeline_prints_both_ratios_with_overrides(capsys):
+    import ray
+
+    try:
+        code = main(["bench", "pipeline", "--episodes", "3", "--size", "32", "--set",
+                     "source.task_params={steps_per_segment: 10}", "--set", "output.video_codec=libx264", "--set",
+                     "resources.pin_cores=false", "--repeats", "2"])
+    finally:
+        ray.shutdown()
+    out = capsys.readouterr().out
+    assert code == 0, out
+    ratios = re.findall(r"pipeline/bare generation: (\d+\.\d\d) \(whole run\), (\d+\.\d\d) \(steady state\)", out)
+    assert len(ratios) == 2 and all(0 < float(x) < 5 for r in ratios for x in r), out
+    assert "round 2:" in out and "median of 2 rounds" in out
+    assert "3 episodes at 32x32" in out and "simulator cores not pinned" in out  # the --set reached both runs
+    assert re.search(r"flow stage: \d+\.\d+ ms per frame per camera", out)
 
 
 def test_demo_writes_a_valid_dataset_and_resumes(capsys, tmp_path):
