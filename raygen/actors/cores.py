@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import tempfile
@@ -38,6 +39,12 @@ CLAIMS_DIR_ENV = "RAYGEN_CORE_CLAIMS_DIR"
 
 def supported() -> bool:
     return hasattr(os, "sched_setaffinity") and hasattr(os, "sched_getaffinity")
+
+
+@functools.cache
+def started_with() -> frozenset[int]:
+    """The cores this process could use before raygen pinned any of its threads (read once)."""
+    return frozenset(os.sched_getaffinity(0)) if supported() else frozenset()
 
 
 def claims_dir() -> Path:
@@ -152,7 +159,7 @@ def claim_cores(n: int) -> CoreClaim:
     """Claim ``n`` whole cores of this node for this process's simulator, highest-numbered first (core 0
     takes most interrupts), leaving at least one allowed core unclaimed. When that is not possible the
     claim is empty and the simulator is registered as floating; ``n`` = 0 claims and registers nothing."""
-    allowed = frozenset(os.sched_getaffinity(0)) if supported() else frozenset()
+    allowed = started_with()
     if n < 1 or not supported():
         return CoreClaim([], [], allowed)
     folder = claims_dir()
@@ -201,7 +208,7 @@ class StageCores:
 
     def __init__(self, enabled: bool = True):
         self.enabled = enabled and supported()
-        self.allowed = frozenset(os.sched_getaffinity(0)) if self.enabled else frozenset()
+        self.allowed = started_with() if self.enabled else frozenset()
         self._applied: frozenset[int] | None = None
 
     def cores(self) -> frozenset[int]:
