@@ -51,7 +51,8 @@ def claims_dir() -> Path:
     return Path(os.environ.get(CLAIMS_DIR_ENV) or Path(tempfile.gettempdir()) / "raygen-cores")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this node (owned by anyone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -93,7 +94,7 @@ def node_cores() -> NodeCores:
         if not (kind == "core" and suffix.isdigit() or kind == "floating"):
             continue
         pid = _owner(f)
-        if pid is None or not _pid_alive(pid):
+        if pid is None or not pid_alive(pid):
             continue
         if kind == "core":
             claimed.add(int(suffix))
@@ -173,7 +174,7 @@ def claim_cores(n: int) -> CoreClaim:
         fcntl.flock(guard, fcntl.LOCK_EX)  # one claimant at a time on this node
         for f in folder.glob("floating-*"):  # of hosts killed without a chance to release
             pid = _owner(f)
-            if pid is not None and not _pid_alive(pid):
+            if pid is not None and not pid_alive(pid):
                 with contextlib.suppress(OSError):
                     f.unlink()
         taken = node_cores().claimed

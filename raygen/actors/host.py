@@ -35,7 +35,7 @@ import raygen
 from raygen._rows import batch_to_row, rows_to_batch
 from raygen.actors._child import OPTIONS_ENV, PROTO_ENV
 from raygen.actors._episode_io import read_episode
-from raygen.actors.cores import CoreClaim, StageCores, claim_cores
+from raygen.actors.cores import CoreClaim, StageCores, claim_cores, pid_alive
 from raygen.actors.registry import worker_module
 from raygen.actors.spec import EpisodeSpec
 from raygen.datasets.episode import Episode, EpisodeValidationError, episode_to_row, validate_episode
@@ -280,16 +280,6 @@ def _cleanup(child_ref: list[_Child | None], scratch: Path, claim: CoreClaim, st
 _SCRATCH_PREFIX = "raygen-host-"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    return True
-
-
 def sweep_stale_scratch(base: str | Path | None = None) -> list[Path]:
     """Delete scratch folders whose host process is gone; returns what was removed.
 
@@ -307,7 +297,7 @@ def sweep_stale_scratch(base: str | Path | None = None) -> list[Path]:
         if not entry.name.startswith(_SCRATCH_PREFIX) or not entry.is_dir():
             continue
         pid_text = entry.name[len(_SCRATCH_PREFIX):].split("-", 1)[0]
-        if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+        if not pid_text.isdigit() or pid_alive(int(pid_text)):
             continue
         shutil.rmtree(entry, ignore_errors=True)
         removed.append(entry)
