@@ -9,6 +9,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import av
 
@@ -168,6 +169,17 @@ def format_worker_bench(rows: list[WorkerBenchRow]) -> str:
     return "\n".join(lines)
 
 
+class PipelineRound(NamedTuple):
+    """One bare generation pass and one full run, back to back (episodes/min; seconds to the first episode)."""
+
+    bare: float
+    bare_steady: float
+    full: float
+    full_steady: float
+    bare_first_s: float
+    full_first_s: float
+
+
 def bench_pipeline(config_path: str, *, episodes: int = 16, size: int = 64, workers: int = 1,
                    overrides: list[str] | None = None, repeats: int = 1) -> str:
     """Full run vs. the same hosts generating without the downstream stages (same plan, same specs).
@@ -183,14 +195,15 @@ def bench_pipeline(config_path: str, *, episodes: int = 16, size: int = 64, work
 
     from raygen.cluster.plan import discover, episode_specs, make_plan
     from raygen.config import load_config
+    from raygen.datasets.reader import DatasetReader
     from raygen.pipelines.run import _build_stream, run
 
     overrides = [f"source.episodes={episodes}", f"source.width={size}", f"source.height={size}",
                  f"resources.cpu_workers={workers}", *(overrides or [])]
     if not ray.is_initialized():
         ray.init(log_to_driver=False)
-    rounds: list[tuple[float, float, float, float, float, float, float]] = []
-    per_frame = float("nan")
+    rounds: list[PipelineRound] = []
+    per_frame, bare_sim = float("nan"), float("nan")
     for _ in range(max(1, repeats)):
         tmp = Path(tempfile.mkdtemp(prefix="raygen-bench-pipeline-"))
         try:
@@ -206,35 +219,34 @@ def bench_pipeline(config_path: str, *, episodes: int = 16, size: int = 64, work
             full = run(load_config(config_path, overrides, output=str(tmp / "full")), verify=False,
                        progress=progress)
             done = full.accepted + full.rejected
-            rounds.append((60.0 * len(times) / times[-1], 60.0 * (len(times) - 1) / (times[-1] - times[0]),
-                           full.episodes_per_minute,
-                           60.0 * (done - 1) / (progress["last_row_s"] - progress["first_row_s"]),
-                           times[0], progress["first_row_s"], sum(bare_host_s) / len(bare_host_s)))
-            info_path = tmp / "full" / "meta" / "info.json"  # absent when every episode was rejected
-            info = json.loads(info_path.read_text()) if info_path.exists() else {}
-            cams = sum(1 for k, f in info.get("features", {}).items()
-                       if k.startswith("observation.images.") and f.get("dtype") == "video")
-            if info.get("total_episodes") and cams:
-                per_frame = info["total_frames"] / info["total_episodes"] * cams
+            rounds.append(PipelineRound(
+                bare=60.0 * len(times) / times[-1], bare_steady=60.0 * (len(times) - 1) / (times[-1] - times[0]),
+                full=full.episodes_per_minute,
+                full_steady=60.0 * (done - 1) / (progress["last_row_s"] - progress["first_row_s"]),
+                bare_first_s=times[0], full_first_s=progress["first_row_s"]))
+            bare_sim = sum(bare_host_s) / len(bare_host_s)
+            if full.accepted:  # frames x cameras of an episode, from the dataset itself
+                reader = DatasetReader(tmp / "full")
+                per_frame = reader.info["total_frames"] / len(reader) * len(reader.cameras)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    bare, bare_steady, full_rate, full_steady, bare_first, full_first, bare_sim = rounds[-1]
     lines = [
         f"{episodes} episodes at {size}x{size}, {plan.describe()}; simulator cores "
         f"{'pinned' if bare_cfg.resources.pin_cores else 'not pinned'} (resources.pin_cores)",
     ]
-    for i, (b, bs, f, fs, b1, f1, _) in enumerate(rounds, 1):
+    for i, r in enumerate(rounds, 1):
         lines += [
             *([f"round {i}:"] if len(rounds) > 1 else []),
-            f"whole run:    full pipeline {f:.1f} episodes/min, bare generation {b:.1f} "
-            f"(first episode out after {f1:.1f} s vs {b1:.1f} s)",
-            f"steady state: full pipeline {fs:.1f} episodes/min, bare generation {bs:.1f}",
-            f"pipeline/bare generation: {f / b:.2f} (whole run), {fs / bs:.2f} (steady state)",
+            f"whole run:    full pipeline {r.full:.1f} episodes/min, bare generation {r.bare:.1f} "
+            f"(first episode out after {r.full_first_s:.1f} s vs {r.bare_first_s:.1f} s)",
+            f"steady state: full pipeline {r.full_steady:.1f} episodes/min, bare generation {r.bare_steady:.1f}",
+            f"pipeline/bare generation: {r.full / r.bare:.2f} (whole run), "
+            f"{r.full_steady / r.bare_steady:.2f} (steady state)",
         ]
     if len(rounds) > 1:
         lines.append(f"median of {len(rounds)} rounds: pipeline/bare generation "
-                     f"{statistics.median(r[2] / r[0] for r in rounds):.2f} (whole run), "
-                     f"{statistics.median(r[3] / r[1] for r in rounds):.2f} (steady state)")
+                     f"{statistics.median(r.full / r.bare for r in rounds):.2f} (whole run), "
+                     f"{statistics.median(r.full_steady / r.bare_steady for r in rounds):.2f} (steady state)")
     lines += [
         f"flow stage: {1000.0 * full.stage_seconds.get('flow', 0.0) / per_frame:.3f} ms per frame per camera; "
         f"driver: {1000.0 * full.stage_seconds.get('driver', 0.0):.1f} ms per episode (shard + commit)",

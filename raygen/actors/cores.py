@@ -138,9 +138,7 @@ class CoreClaim:
         if not self.cores:
             return None
         target = frozenset(self.cores) if node_cores().pinning else self.allowed
-        for tid in _threads(pid):
-            with contextlib.suppress(OSError):  # a thread that just ended
-                os.sched_setaffinity(tid, target)
+        _pin_threads(pid, target)
         return target
 
     def release(self) -> None:
@@ -210,7 +208,7 @@ class StageCores:
     def __init__(self, enabled: bool = True):
         self.enabled = enabled and supported()
         self.allowed = started_with() if self.enabled else frozenset()
-        self._applied: frozenset[int] | None = None
+        self._pinned = False
 
     def cores(self) -> frozenset[int]:
         node = node_cores()
@@ -222,23 +220,23 @@ class StageCores:
         if not self.enabled:
             return None
         cores = self.cores()
-        for tid in _threads(os.getpid()):  # all of them each time: libraries start threads of their own
-            with contextlib.suppress(OSError):  # a thread that just ended
-                os.sched_setaffinity(tid, cores)
-        self._applied = cores
+        _pin_threads(os.getpid(), cores)  # all of them each time: libraries start threads of their own
+        self._pinned = True
         return cores
 
     def restore(self) -> None:
         """Give every thread of this process back the cores it was started with (a driver after its run)."""
-        if self.enabled and self._applied is not None:
-            for tid in _threads(os.getpid()):
-                with contextlib.suppress(OSError):
-                    os.sched_setaffinity(tid, self.allowed)
-            self._applied = None
+        if self._pinned:
+            _pin_threads(os.getpid(), self.allowed)
+            self._pinned = False
 
 
-def _threads(pid: int) -> list[int]:
+def _pin_threads(pid: int, cores: frozenset[int]) -> None:
+    """Put every thread of process ``pid`` on ``cores``."""
     try:
-        return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
     except OSError:
-        return [pid]
+        tids = [pid]
+    for tid in tids:
+        with contextlib.suppress(OSError):  # a thread that just ended
+            os.sched_setaffinity(tid, cores)

@@ -272,31 +272,32 @@ def _build_stream(config: RunConfig, plan: Any, specs: list, rejects_dir: str, v
                         **plan.actor_options())
     if generate_only:  # the baseline of `raygen bench pipeline`
         return ds
+    raw = episode_raw_bytes(config)
+
+    def stage(cls: type, kwargs: dict[str, Any], compute: Any, base_mib: int, copies: int) -> dict[str, Any]:
+        """One stage actor pool: ``base_mib`` (the Ray worker, Ray Data, the stage's libraries) plus ``copies``
+        of the raw episode is the memory it asks Ray for. Measured peak USS per actor at 64x64 / 128x128:
+        encode 296 / 326 MiB, quality+flow 129 / 160, diversity 129 / 179; without a request Ray Data warns
+        once an actor passes ~300 MiB (its default per 1/8 CPU)."""
+        return ds.map_batches(cls, fn_constructor_kwargs={**kwargs, "pin": res.pin_cores}, batch_size=1,
+                              compute=compute, num_cpus=stage_cpu, memory=base_mib * 2**20 + copies * raw)
+
     quality = QualitySettings(min_score=st.quality.min_score, require_success=st.quality.require_success)
-    ds = ds.map_batches(QualityFlowStage, fn_constructor_kwargs={
-        "settings": quality, "rejects_dir": rejects_dir, "step_m": st.flow.step_m, "pin": res.pin_cores},
-        batch_size=1, compute=ActorPoolStrategy(min_size=1, max_size=2), num_cpus=stage_cpu,
-        memory=stage_memory(config, 256, 2))
-    ds = ds.map_batches(DiversityStage, fn_constructor_kwargs={
-        "reject_duplicates": st.diversity.reject_duplicates, "threshold": st.diversity.duplicate_threshold,
-        "rejects_dir": rejects_dir, "pin": res.pin_cores}, batch_size=1, compute=ActorPoolStrategy(size=1),
-        num_cpus=stage_cpu, memory=stage_memory(config, 256, 2))
-    threads = max(1, math.ceil(stage_cpu))
-    return ds.map_batches(EncodeStage, fn_constructor_kwargs={"video": video, "threads": threads,
-                                                              "pin": res.pin_cores}, batch_size=1,
-                          compute=ActorPoolStrategy(min_size=1, max_size=2), num_cpus=stage_cpu,
-                          memory=stage_memory(config, 384, 3))
+    ds = stage(QualityFlowStage, {"settings": quality, "rejects_dir": rejects_dir, "step_m": st.flow.step_m},
+               ActorPoolStrategy(min_size=1, max_size=2), 256, 2)
+    ds = stage(DiversityStage, {"reject_duplicates": st.diversity.reject_duplicates,
+                                "threshold": st.diversity.duplicate_threshold, "rejects_dir": rejects_dir},
+               ActorPoolStrategy(size=1), 256, 2)
+    return stage(EncodeStage, {"video": video, "threads": max(1, math.ceil(stage_cpu))},
+                 ActorPoolStrategy(min_size=1, max_size=2), 384, 3)
 
 
-def stage_memory(config: RunConfig, base_mib: int, copies: int) -> int:
-    """Memory a stage actor asks Ray for: ``base_mib`` (the Ray worker, Ray Data, the stage's libraries) plus
-    ``copies`` of one episode's raw frames (two cameras of RGB + uint16 depth). Measured peak USS per actor
-    at 64x64 / 128x128: encode 296 / 326 MiB, quality+flow 129 / 160, diversity 129 / 179; without a
-    request Ray Data warns once an actor passes ~300 MiB (its default per 1/8 CPU)."""
+def episode_raw_bytes(config: RunConfig) -> int:
+    """One episode's raw frames: two cameras of RGB + uint16 depth."""
     from raygen.actors.tasks.pick_place import PickPlaceParams
 
     frames = PickPlaceParams.from_options(dict(config.source.task_params), where="source.task_params").frames
-    return base_mib * 2**20 + copies * frames * 2 * config.source.width * config.source.height * (3 + 2)
+    return frames * 2 * config.source.width * config.source.height * (3 + 2)
 
 
 def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dict[str, Any] | None = None,

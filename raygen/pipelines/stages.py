@@ -159,9 +159,9 @@ class DiversityStage:
 
 
 class EncodeStage:
-    """Frames -> encoded segments, on at most ``threads`` threads (the CPUs Ray reserved for the stage):
-    encoders left to size themselves start a thread per core of the node, beside the simulators. With
-    ``pin`` its threads (the encoders' too) also stay off the simulators' cores (raygen.actors.cores)."""
+    """Frames -> encoded segments. ``threads`` (the CPUs Ray reserved for the stage) sizes the pool of streams
+    encoded at once and FFmpeg's thread count; libsvtav1 ignores the latter and sizes its own pool. With
+    ``pin`` every thread, the encoders' too, stays off the simulators' cores (raygen.actors.cores)."""
 
     def __init__(self, video: VideoSettings, threads: int = 1, pin: bool = False):
         self.threads = max(1, int(threads))
