@@ -7,11 +7,12 @@ and the value.
 
 from __future__ import annotations
 
+import datetime as _dt
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = ["ConfigError", "RunConfig", "load_config", "parse_overrides"]
 
@@ -20,31 +21,113 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+RECORDING_BACKENDS = ("droid", "zed")
+"""Backends that read recorded episodes from ``source.root`` instead of simulating them."""
+SIM_DEFAULT_SIZE = 128
+
+
+class DroidConfig(_Strict):
+    """Which DROID episodes to read and how (backends droid and zed)."""
+
+    mode: Literal["full", "metadata"] = Field(
+        "full", description="full: RGB videos, depth and every feature; metadata: no frames at all (state, action, "
+                            "calibration, tracks3d, tracks2d per camera, flow).")
+    outcome: Literal["success", "failure", "all"] = Field(
+        "success", description="Episodes from the success/ or failure/ folders, or both.")
+    labs: list[str] | None = Field(None, description="Only these labs (the tree's first level, e.g. AUTOLab).")
+    date_from: _dt.date | None = Field(None, description="Only episodes recorded on or after this day (YYYY-MM-DD).")
+    date_to: _dt.date | None = Field(None, description="Only episodes recorded on or before this day (YYYY-MM-DD).")
+    episode_ids_file: str | None = Field(
+        None, description="Only the episode ids (uuids, e.g. AUTOLab+5d05c5aa+2023-07-07-10h-11m-56s) listed in "
+                          "this file: one per line, or a JSON list.")
+    limit: int | None = Field(None, ge=1, description="At most this many episodes (after the filters, in path order).")
+    calibration_cache: str | None = Field(
+        None, description="Intrinsics cache written by `raygen droid calibrate` (first source of intrinsics).")
+    intrinsics_file: str | None = Field(
+        None, description="Intrinsics in the DROID team's published form {episode_id: {serial: {cameraMatrix: "
+                          "[fx, cx, fy, cy], width, height}}} (third source, after trajectory_im128.h5).")
+    missing_intrinsics: Literal["reject", "nominal"] = Field(
+        "reject", description="A camera without intrinsics: reject the episode, or use the camera model's nominal "
+                              "intrinsics (recorded as such; 2D tracks are then approximate).")
+    depth: bool = Field(True, description="full mode: store depth (droid: a stereo estimate from the side-by-side "
+                                          "MP4; zed: the ZED SDK's depth). Ignored in metadata mode.")
+    zed_depth_mode: str = Field("NEURAL", description="ZED SDK depth mode (zed backend): NEURAL_LIGHT, NEURAL, "
+                                                      "NEURAL_PLUS, ...")
+    stereo_min_depth_m: float = Field(0.1, gt=0, description="droid backend: nearest depth the stereo matcher "
+                                                             "searches for (sets its disparity range).")
+    timestamp_tolerance_ms: float = Field(
+        5.0, ge=0, description="A frame whose timestamp differs from trajectory.h5's <serial>_frame_received by "
+                               "more than this does not belong to that step (the episode is rejected).")
+
+    @model_validator(mode="after")
+    def _dates(self) -> DroidConfig:
+        if self.date_from and self.date_to and self.date_from > self.date_to:
+            raise ValueError(f"date_from {self.date_from} is after date_to {self.date_to}")
+        return self
+
+
 class SourceConfig(_Strict):
-    backend: Literal["bullet", "isaac"] = Field("bullet",
-                                                description="Simulator backend: bullet (CPU) or isaac (RTX GPU).")
-    task: Literal["pick_place"] = Field("pick_place", description="Task to generate.")
-    episodes: int = Field(8, ge=1, description="Number of episodes in the run (specs 0..episodes-1).")
+    backend: Literal["bullet", "isaac", "droid", "zed"] = Field(
+        "bullet", description="bullet (simulated, CPU), isaac (simulated, RTX GPU), droid (DROID recordings, CPU) "
+                              "or zed (DROID recordings through the ZED SDK, CUDA GPU).")
+    task: Literal["pick_place"] = Field("pick_place", description="Task to generate (simulators).")
+    episodes: int = Field(8, ge=1, description="Number of episodes in the run (specs 0..episodes-1; simulators).")
     seed: int = Field(0, ge=0, le=2**32 - 1,
-                      description="Run seed; an episode is (source, seed, index) and always the same.")
-    width: int = Field(128, ge=8, description="Camera image width in pixels (even).")
-    height: int = Field(128, ge=8, description="Camera image height in pixels (even).")
+                      description="Run seed; an episode is (source, seed, index) and always the same (simulators).")
+    width: int | None = Field(None, ge=8, description=f"Camera image width in pixels (even); None = "
+                                                      f"{SIM_DEFAULT_SIZE} for simulators, the recording's own "
+                                                      "size for DROID (a smaller one downscales).")
+    height: int | None = Field(None, ge=8, description="Camera image height in pixels (even); None as for width.")
     task_params: dict[str, Any] = Field(default_factory=dict,
                                         description="Task parameters (PickPlaceParams fields, e.g. steps_per_segment).")
     backend_options: dict[str, Any] = Field(default_factory=dict,
                                             description="Extra backend options (bullet: renderer, robot_visual, ...).")
-    python: str | None = Field(None, description="Interpreter for the simulator process, e.g. Isaac Sim's python.sh.")
+    python: str | None = Field(None, description="Interpreter for the backend process, e.g. Isaac Sim's python.sh.")
+    root: str | None = Field(None, description="DROID raw tree (a folder or an fsspec URL) holding "
+                                               "<LAB>/success|failure/<date>/<time>/ episode folders (droid, zed).")
+    droid: DroidConfig = Field(default_factory=DroidConfig, description="DROID episode selection and processing.")
 
     @field_validator("width", "height")
     @classmethod
-    def _even(cls, v: int) -> int:
-        if v % 2:
+    def _even(cls, v: int | None) -> int | None:
+        if v is not None and v % 2:
             raise ValueError(f"must be even for yuv420p video, got {v}")
         return v
 
+    @model_validator(mode="after")
+    def _fits_backend(self) -> SourceConfig:
+        given = self.model_fields_set
+        if self.recording:
+            if not self.root:
+                raise ValueError(f"backend {self.backend!r} reads recordings: set source.root to a DROID raw tree "
+                                 "(a folder or an fsspec URL)")
+            for name in ("episodes", "seed", "task_params"):
+                if name in given:
+                    raise ValueError(f"source.{name} is for simulators; the {self.backend!r} backend takes its "
+                                     "episodes from source.root (source.droid.limit caps them)")
+            if (self.width is None) != (self.height is None):
+                raise ValueError("give both source.width and source.height to downscale recordings, or neither")
+        else:
+            if self.root is not None or "droid" in given:
+                raise ValueError(f"source.root and source.droid are for the recording backends {RECORDING_BACKENDS}, "
+                                 f"not {self.backend!r}")
+        return self
+
+    @property
+    def recording(self) -> bool:
+        """True for backends that read recorded episodes (droid, zed)."""
+        return self.backend in RECORDING_BACKENDS
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        """(width, height) of the stored frames; None = a recording's own size."""
+        if self.width is None and self.height is None:
+            return None if self.recording else (SIM_DEFAULT_SIZE, SIM_DEFAULT_SIZE)
+        return (self.width or SIM_DEFAULT_SIZE, self.height or SIM_DEFAULT_SIZE)
+
     @property
     def name(self) -> str:
-        return f"{self.backend}-{self.task}"
+        return self.backend if self.recording else f"{self.backend}-{self.task}"
 
 
 class ResourcesConfig(_Strict):
@@ -168,6 +251,8 @@ def _describe(exc: ValidationError, where: str) -> ConfigError:
         path = ".".join(str(p) for p in loc)
         if err["type"] == "extra_forbidden":
             lines.append(f"{path}: unknown key; known keys here: {_known_keys(RunConfig, loc)}")
+        elif isinstance(err.get("input"), dict):  # a whole section is at fault: the message says why
+            lines.append(f"{path}: {err['msg'].removeprefix('Value error, ')}")
         else:
             lines.append(f"{path}: {err['msg']} (got {err.get('input')!r})")
     return ConfigError(f"{where}: invalid config ({len(lines)} problem{'s' * (len(lines) != 1)}):\n"

@@ -24,12 +24,12 @@ def test_unknown_keys_are_named_with_the_known_ones(tmp_path):
         load_config(p)
     msg = str(err.value)
     assert str(p) in msg and "2 problems" in msg
-    assert "source.episods: unknown key; known keys here: ['backend', 'backend_options', 'episodes'," in msg
+    assert "source.episods: unknown key; known keys here: ['backend', 'backend_options', 'droid', 'episodes'," in msg
     assert "resources.workers_per_gpu: Input should be greater than or equal to 1 (got 0)" in msg
 
 
 @pytest.mark.parametrize("override,expect", [
-    ("source.backend=unity", "source.backend: Input should be 'bullet' or 'isaac' (got 'unity')"),
+    ("source.backend=unity", "source.backend: Input should be 'bullet', 'isaac', 'droid' or 'zed' (got 'unity')"),
     ("source.episodes=-1", "source.episodes: Input should be greater than or equal to 1 (got -1)"),
     ("source.width=33", "source.width: Value error, must be even for yuv420p video, got 33"),
     ("nope=1", "nope: unknown key; known keys here: ['cost', 'output', 'resources', 'source', 'stages', 'upload']"),

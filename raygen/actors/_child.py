@@ -7,7 +7,8 @@ stdout cannot corrupt the protocol; stdout and stderr are the child's log.
     child -> host  {"type": "ready", "backend", "version", "capabilities", "pid"}
     host  -> child {"type": "episode", "spec": {...}, "out_dir": "..."}
     child -> host  {"type": "done", "episode_key", "path", "timing": {...}}
-                   {"type": "error", "episode_key", "error", "traceback"}
+                   {"type": "error", "episode_key", "error", "traceback", "permanent"}
+                   (permanent: the input is bad, EpisodeInputError; retrying cannot help)
     host  -> child {"type": "shutdown"}
     child -> host  {"type": "fatal", "error", "traceback"}   (the backend could not start)
 """
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from raygen.actors._episode_io import write_episode
-from raygen.actors.spec import EpisodeSpec
+from raygen.actors.spec import EpisodeInputError, EpisodeSpec
 from raygen.datasets.episode import Episode
 
 __all__ = ["Backend", "OPTIONS_ENV", "PROTO_ENV", "serve"]
@@ -97,6 +98,10 @@ def serve(make_backend: Callable[[dict[str, Any]], Backend]) -> int:
                 t1 = time.perf_counter()
                 write_episode(episode, Path(msg["out_dir"]))
                 t2 = time.perf_counter()
+            except EpisodeInputError as exc:
+                send({"type": "error", "episode_key": spec.episode_key, "error": str(exc), "traceback": "",
+                      "permanent": True})
+                continue
             except Exception as exc:
                 send({"type": "error", "episode_key": spec.episode_key, "error": f"{type(exc).__name__}: {exc}",
                       "traceback": traceback.format_exc()})

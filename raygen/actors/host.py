@@ -104,6 +104,8 @@ class HostResult:
     """The simulator cannot start at all (every episode would fail the same way)."""
     stopped: bool = False
     """The run was stopping: not attempted, not a reject."""
+    permanent: bool = False
+    """The backend found the episode's input bad (EpisodeInputError): not retried."""
     attempts: int = 0
     stderr_tail: str = ""
     timing: dict[str, float] = field(default_factory=dict)
@@ -434,6 +436,9 @@ class WorkerHost:
                 result.error = ""
                 return result
             result.error = error
+            if result.permanent:
+                logger.warning("episode %s: bad input, recorded as a reject without retrying: %s", key, error)
+                return result
             if attempt < self.config.attempts:
                 logger.warning("episode %s failed (attempt %d/%d), retrying: %s", key, attempt,
                                self.config.attempts, error.splitlines()[0])
@@ -489,6 +494,7 @@ class WorkerHost:
         self._bill(child, result)
         if msg.get("type") == "error":
             result.stderr_tail = child.stderr_tail()
+            result.permanent = bool(msg.get("permanent"))
             shutil.rmtree(out_dir, ignore_errors=True)
             return f"{msg.get('error')}\n{msg.get('traceback', '')}".strip(), {}
         return None, msg

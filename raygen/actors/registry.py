@@ -30,6 +30,10 @@ BACKENDS: dict[str, BackendInfo] = {
                           can_use_gpu=True, description="embedded CPU pick-and-place on PyBullet"),
     "isaac": BackendInfo("isaac", "raygen.actors.isaac.worker", "isaacsim", needs_gpu=True, custom_resource="rtx",
                          description="Isaac Sim 5.x pick-and-place (RTX GPU)"),
+    "droid": BackendInfo("droid", "raygen.actors.droid.worker", "h5py", needs_gpu=False,
+                         description="DROID recordings on CPU (MP4s, stereo depth estimate)"),
+    "zed": BackendInfo("zed", "raygen.actors.zed.worker", "pyzed.sl", needs_gpu=True,
+                       description="DROID recordings through the ZED SDK (CUDA GPU; no RT cores needed)"),
 }
 
 

@@ -6,7 +6,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["EpisodeSpec"]
+__all__ = ["EpisodeInputError", "EpisodeSpec"]
+
+
+class EpisodeInputError(ValueError):
+    """The episode's input is bad (a recording that is missing, corrupt or inconsistent): the same spec
+    would fail the same way every time. A backend raises it to have the episode recorded as a reject with
+    this message at once, without the retries a crash or a hang gets. The message is the reject's reason:
+    name the file, the field and the value at fault."""
 
 
 @dataclass(frozen=True)
@@ -21,10 +28,17 @@ class EpisodeSpec:
     """The episode's number within the run."""
     params: dict[str, Any] = field(default_factory=dict)
     """Task and backend parameters (resolution, steps_per_segment, ...), JSON values."""
+    key: str | None = None
+    """The episode's key when the source names its episodes itself (a DROID uuid); None derives it from
+    (source, seed, index)."""
 
     def __post_init__(self) -> None:
         if not self.source or any(c in self.source for c in "/\\ \n"):
             raise ValueError(f"EpisodeSpec.source: {self.source!r} must be non-empty without '/', '\\' or spaces")
+        if self.key is not None and (not self.key or any(c in self.key for c in "/\\\n\r\t ")
+                                     or self.key.startswith(".")):
+            raise ValueError(f"EpisodeSpec.key: {self.key!r} must be non-empty, not start with '.', and hold no "
+                             "'/', '\\' or whitespace (it names files)")
         if self.index < 0:
             raise ValueError(f"EpisodeSpec.index: must be >= 0, got {self.index}")
         if not 0 <= self.seed < 2**32:
@@ -32,7 +46,7 @@ class EpisodeSpec:
 
     @property
     def episode_key(self) -> str:
-        return f"{self.source}-s{self.seed}-{self.index:06d}"
+        return self.key or f"{self.source}-s{self.seed}-{self.index:06d}"
 
     @property
     def rng_seed(self) -> list[int]:
@@ -40,11 +54,14 @@ class EpisodeSpec:
         return [int(self.seed), int(self.index)]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "seed": self.seed, "index": self.index, "params": dict(self.params)}
+        """JSON values; ``key`` is "" when derived (Ray Data columns keep one type)."""
+        return {"source": self.source, "seed": self.seed, "index": self.index, "params": dict(self.params),
+                "key": self.key or ""}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EpisodeSpec:
         params = d.get("params") or {}
         if isinstance(params, str):
             params = json.loads(params)
-        return cls(source=str(d["source"]), seed=int(d["seed"]), index=int(d["index"]), params=dict(params))
+        return cls(source=str(d["source"]), seed=int(d["seed"]), index=int(d["index"]), params=dict(params),
+                   key=str(d["key"]) if d.get("key") else None)

@@ -130,5 +130,6 @@ def make_plan(config: RunConfig, cluster: ClusterResources) -> Plan:
 
 def episode_specs(config: RunConfig, skip: set[str] | frozenset[str] = frozenset()) -> list[EpisodeSpec]:
     """The run's deterministic specs, minus those whose key is committed or rejected (resume)."""
-    specs = [EpisodeSpec(config.source.name, config.source.seed, i) for i in range(config.source.episodes)]
-    return [s for s in specs if s.episode_key not in skip]
+    from raygen.pipelines.sources import make_source
+
+    return make_source(config).specs(skip)

@@ -289,7 +289,7 @@ class Committer:
         files.append(rel)
 
         # 2. videos and depth: already encoded and joined; move them
-        for cam in manifest["cameras"]:
+        for cam in _video_cameras(manifest):
             rel = L.VIDEO_PATH.format(video_key=L.video_key(cam), **cf)
             _move(staged.path / "videos" / f"{cam}.mp4", self.root / rel)
             files.append(rel)
@@ -359,7 +359,8 @@ class Committer:
     def _check_layout(self, staged: StagedShard, manifest: dict[str, Any]) -> None:
         if self._raygen_info is None:
             return
-        mine = self._raygen_info["layout"]
+        mine = {**self._raygen_info["layout"]}
+        mine["cameras"] = {cam: {"has_video": True, **c} for cam, c in mine["cameras"].items()}
         theirs = _layout_of(manifest)
         problems = [
             f"{k}: shard has {theirs[k]!r}, dataset has {mine[k]!r}" for k in mine if mine[k] != theirs.get(k)
@@ -377,7 +378,8 @@ class Committer:
         features: dict[str, Any] = {}
         for name, f in manifest["features"].items():
             features[name] = FeatureSpec(f["dtype"], tuple(f["shape"]), f["names"]).to_info()
-        for cam, c in manifest["cameras"].items():
+        for cam in _video_cameras(manifest):
+            c = manifest["cameras"][cam]
             features[L.video_key(cam)] = {
                 "dtype": "video",
                 "shape": [c["height"], c["width"], 3],
@@ -407,7 +409,7 @@ class Committer:
             "fps": fps_out,
             "splits": {},
             "data_path": L.DATA_PATH,
-            "video_path": L.VIDEO_PATH if manifest["cameras"] else None,
+            "video_path": L.VIDEO_PATH if _video_cameras(manifest) else None,
             "features": features,
         }
         self._raygen_info = {
@@ -472,7 +474,7 @@ class Committer:
             "dataset_from_index": pa.array((fr_from + starts[:-1]).tolist(), pa.int64()),
             "dataset_to_index": pa.array((fr_from + starts[1:]).tolist(), pa.int64()),
         }
-        for cam in manifest["cameras"]:
+        for cam in _video_cameras(manifest):
             vk = L.video_key(cam)
             cols[f"videos/{vk}/chunk_index"] = pa.array([cf["chunk_index"]] * n, pa.int64())
             cols[f"videos/{vk}/file_index"] = pa.array([cf["file_index"]] * n, pa.int64())
@@ -510,13 +512,19 @@ class Committer:
         L.atomic_write_parquet(self.root / L.TASKS, _tasks_table(self._tasks))
 
 
+def _video_cameras(manifest: dict[str, Any]) -> list[str]:
+    """Cameras whose frames the shard holds (a camera may be known by its calibration only)."""
+    return [cam for cam, c in manifest["cameras"].items() if c.get("has_video", True)]
+
+
 def _layout_of(manifest: dict[str, Any]) -> dict[str, Any]:
-    """What every shard of one dataset must share."""
+    """What every shard of one dataset must share (datasets written before cameras could lack frames
+    have no ``has_video``: all their cameras have video)."""
     return {
         "fps": manifest["fps"],
         "robot_type": manifest["robot_type"],
         "features": manifest["features"],
-        "cameras": manifest["cameras"],
+        "cameras": {cam: {"has_video": True, **c} for cam, c in manifest["cameras"].items()},
         "has_flow": manifest["has_flow"],
         "video_codec": manifest["video"]["codec"],
         "video_pix_fmt": manifest["video"]["pix_fmt"],

@@ -61,15 +61,16 @@ class EncodedEpisode:
     features: dict[str, FeatureSpec]
     """Spec of every entry of ``columns``."""
     videos: dict[str, bytes]
-    """Camera -> MP4 segment."""
+    """Camera -> MP4 segment (cameras with frames only)."""
     depth: dict[str, bytes]
     """Camera -> FFV1/Matroska segment (uint16 mm)."""
     histograms: dict[str, np.ndarray]
-    """Camera -> [3,256] pixel histogram of every frame."""
+    """Camera -> [3,256] pixel histogram of every IMAGE_STATS_STRIDE-th frame (cameras with frames only)."""
     record: dict[str, Any]
     """JSON metadata: provenance, metrics, gripper geometry, camera calibration, depth checksums."""
     flow: np.ndarray | None = None
     resolution: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Every camera -> (height, width), those without frames too."""
 
     @property
     def length(self) -> int:
@@ -133,6 +134,11 @@ def _flat(arr: np.ndarray, dtype: Any) -> np.ndarray:
     return np.ascontiguousarray(a.reshape(a.shape[0], -1).astype(dtype, copy=False))
 
 
+def _names(episode: Episode, feature: str) -> tuple[str, ...] | None:
+    names = episode.names.get(feature)
+    return tuple(names) if names else None
+
+
 def _crc32(frames: np.ndarray) -> str:
     return f"{zlib.crc32(np.ascontiguousarray(frames).data):08x}"
 
@@ -167,8 +173,9 @@ def encode_episode(
         GRIPPER_OPENING: _flat(episode.gripper_opening, np.float32),
     }
     feats: dict[str, FeatureSpec] = {
-        "observation.state": FeatureSpec("float32", (cols["observation.state"].shape[1],)),
-        "action": FeatureSpec("float32", (cols["action"].shape[1],)),
+        "observation.state": FeatureSpec("float32", (cols["observation.state"].shape[1],),
+                                         _names(episode, "observation.state")),
+        "action": FeatureSpec("float32", (cols["action"].shape[1],), _names(episode, "action")),
         GRIPPER_POSE: FeatureSpec("float32", (16,), source_shape=(4, 4)),
         GRIPPER_OPENING: FeatureSpec("float32", (1,)),
     }
@@ -183,8 +190,11 @@ def encode_episode(
             "moving": cam.moving,
             "height": cam.resolution[0],
             "width": cam.resolution[1],
+            "has_video": cam.rgb is not None,
             "has_depth": cam.depth is not None,
         }
+        if cam.info:
+            rec["info"] = cam.info
         if cam.moving:
             key = CAMERA_POSE.format(camera=name)
             cols[key] = _flat(cam.pose, np.float32)
@@ -197,22 +207,24 @@ def encode_episode(
         dt = np.bool_ if a.dtype == np.bool_ else (np.float32 if a.dtype.kind == "f" else np.int64)
         cols[fname] = _flat(a, dt) if a.ndim > 1 else a.astype(dt, copy=False)
         shape = (int(np.prod(a.shape[1:])),) if a.ndim > 1 else (1,)
-        feats[fname] = FeatureSpec(_dtype_name(cols[fname]), shape, source_shape=tuple(a.shape[1:]) or None)
+        feats[fname] = FeatureSpec(_dtype_name(cols[fname]), shape, _names(episode, fname),
+                                   source_shape=tuple(a.shape[1:]) or None)
 
     jobs: dict[tuple[str, str], Any] = {}
+    framed = {name: cam for name, cam in episode.cameras.items() if cam.rgb is not None}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         # Longest jobs first; histograms and checksums (cv2 and zlib release the GIL) fill the gaps.
-        for name, cam in episode.cameras.items():
+        for name, cam in framed.items():
             jobs[("video", name)] = pool.submit(encode_rgb, cam.rgb, fps, video)
-        for name, cam in episode.cameras.items():
+        for name, cam in framed.items():
             if cam.depth is not None:
                 jobs[("depth", name)] = pool.submit(encode_depth, cam.depth, fps, video.threads)
                 jobs[("crc", name)] = pool.submit(_crc32, cam.depth)
             jobs[("hist", name)] = pool.submit(image_histogram, cam.rgb[::IMAGE_STATS_STRIDE])
         done = {k: f.result() for k, f in jobs.items()}
-    videos = {n: done[("video", n)] for n in episode.cameras}
+    videos = {n: done[("video", n)] for n in framed}
     depth = {n: v for (kind, n), v in done.items() if kind == "depth"}
-    hists = {n: done[("hist", n)] for n in episode.cameras}
+    hists = {n: done[("hist", n)] for n in framed}
     checks = {n: v for (kind, n), v in done.items() if kind == "crc"}
     for name, crc in checks.items():
         cameras_rec[name]["depth_crc32"] = crc

@@ -13,6 +13,9 @@ Conventions (see ARCHITECTURE.md "The episode contract"):
 - Camera intrinsics are OpenCV ``K`` ([3,3]); distortion is OpenCV
   ``k1, k2, p1, p2, k3``; the camera pose is camera-to-robot-base with OpenCV
   axes (x right, y down, z forward), [4,4] when fixed or [T,4,4] when it moves.
+- A camera may carry no frames at all (``rgb=None`` with its ``size``): its
+  calibration and poses still travel, so tracks project into it, but nothing
+  is encoded (DROID's metadata mode).
 - The gripper pose is the flange pose in the robot base frame, [T,4,4];
   the opening is the finger gap in metres, [T].
 """
@@ -61,24 +64,37 @@ _META_SCALAR = (str, int, float, bool, type(None))
 class CameraFrames:
     """Everything one camera saw during an episode."""
 
-    rgb: np.ndarray
-    """[T,H,W,3] uint8 colour frames."""
+    rgb: np.ndarray | None
+    """[T,H,W,3] uint8 colour frames; None for a camera known only by its calibration (then ``size``)."""
     intrinsics: np.ndarray
     """[3,3] OpenCV camera matrix K (fx, fy, cx, cy in pixels)."""
     pose: np.ndarray
     """Camera-to-robot-base transform, OpenCV axes: [4,4] if fixed, [T,4,4] if it moves."""
     depth: np.ndarray | None = None
-    """[T,H,W] uint16 depth in millimetres along the optical axis, 0 = invalid; None if none."""
+    """[T,H,W] uint16 depth in millimetres along the optical axis, 0 = invalid; None if none (always None
+    without ``rgb``: depth is stored beside the colour video)."""
     distortion: np.ndarray = field(default_factory=lambda: np.zeros(5))
     """[5] OpenCV distortion k1, k2, p1, p2, k3."""
+    size: tuple[int, int] | None = None
+    """(height, width) the intrinsics refer to, for a camera without frames; ignored when ``rgb`` is given."""
+    info: dict[str, Any] = field(default_factory=dict)
+    """What else is known about the camera, as JSON values: serial, where the intrinsics came from, how
+    depth was made (a sensor's depth mode or a stereo estimate), frames filled in, ..."""
 
     @property
     def moving(self) -> bool:
         return np.asarray(self.pose).ndim == 3
 
     @property
+    def has_frames(self) -> bool:
+        return self.rgb is not None
+
+    @property
     def resolution(self) -> tuple[int, int]:
-        """(height, width) of the frames."""
+        """(height, width) of the frames, or ``size`` for a camera without frames."""
+        if self.rgb is None:
+            h, w = self.size or (0, 0)
+            return int(h), int(w)
         return int(self.rgb.shape[1]), int(self.rgb.shape[2])
 
 
@@ -112,6 +128,9 @@ class Episode:
     """The contact geometry used for tracks (pad offsets etc.), recorded with the data."""
     frame_features: dict[str, np.ndarray] = field(default_factory=dict)
     """Stage outputs with one entry per frame, e.g. tracks3d [T,N,3], tracks2d.cam_high [T,N,2]."""
+    names: dict[str, list[str]] = field(default_factory=dict)
+    """Names of the dimensions of observation.state, action or a frame feature (LeRobot's feature
+    ``names``), e.g. {"observation.state": ["joint_0", ..., "gripper"]}; one per flattened dimension."""
     flow: np.ndarray | None = None
     """[M,N,3] tracks resampled at 1 mm steps of the centroid's path, or None."""
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -311,6 +330,7 @@ def validate_episode(
         if flow is not None and 0 in flow.shape:
             chk.problems.append(f"flow: shape {list(flow.shape)} is empty; use flow=None when there is none")
         chk.fits_float32("flow", flow)
+    _validate_names(chk, episode)
     chk.json_dict("provenance", episode.provenance)
     chk.json_dict("gripper_geometry", episode.gripper_geometry)
     chk.json_dict("metrics", episode.metrics)
@@ -322,6 +342,26 @@ def validate_episode(
         raise EpisodeValidationError(key, chk.problems)
 
 
+def _validate_names(chk: _Checker, episode: Episode) -> None:
+    if not isinstance(episode.names, dict):
+        chk.problems.append(f"names: expected a dict of feature -> dimension names, got {type(episode.names).__name__}")
+        return
+    arrays = {"observation.state": episode.state, "action": episode.action, **(
+        episode.frame_features if isinstance(episode.frame_features, dict) else {})}
+    for feature, names in episode.names.items():
+        if feature not in arrays:
+            chk.problems.append(f"names[{feature!r}]: no such feature; names can be given for {sorted(arrays)}")
+            continue
+        if not isinstance(names, list | tuple) or not all(isinstance(x, str) and x for x in names):
+            chk.problems.append(f"names[{feature!r}]: must be a list of non-empty strings, got {names!r}")
+            continue
+        arr = arrays[feature]
+        if isinstance(arr, np.ndarray) and arr.ndim >= 1:
+            dims = int(np.prod(arr.shape[1:])) if arr.ndim > 1 else 1
+            if len(names) != dims:
+                chk.problems.append(f"names[{feature!r}]: {len(names)} names for {dims} dimensions")
+
+
 def _validate_camera(chk: _Checker, cam_name: str, cam: Any, n: int | None) -> None:
     p = f"cameras.{cam_name}"
     if not isinstance(cam_name, str) or not _CAMERA_RE.match(cam_name):
@@ -329,11 +369,23 @@ def _validate_camera(chk: _Checker, cam_name: str, cam: Any, n: int | None) -> N
     if not isinstance(cam, CameraFrames):
         chk.problems.append(f"{p}: expected CameraFrames, got {type(cam).__name__}")
         return
-    rgb = chk.array(f"{p}.rgb", cam.rgb, shape=(n, None, None, 3), kinds="u", dtype=np.dtype(np.uint8))
-    hw = rgb.shape[1:3] if rgb is not None else (None, None)
-    if rgb is not None and (hw[0] % 2 or hw[1] % 2 or min(hw) < MIN_SIDE):
-        chk.problems.append(f"{p}.rgb: height and width must be even and >= {MIN_SIDE} for video, got {list(hw)}")
-    if cam.depth is not None:
+    if cam.rgb is None:
+        size = cam.size
+        hw = (None, None)
+        if (isinstance(size, tuple | list) and len(size) == 2
+                and all(isinstance(v, numbers.Integral) and v > 0 for v in size)):
+            hw = tuple(int(v) for v in size)
+        else:
+            chk.problems.append(f"{p}.size: a camera without rgb needs size = (height, width) in pixels, got {size!r}")
+        if cam.depth is not None:
+            chk.problems.append(f"{p}.depth: depth is stored beside the colour video; a camera without rgb has none")
+    else:
+        rgb = chk.array(f"{p}.rgb", cam.rgb, shape=(n, None, None, 3), kinds="u", dtype=np.dtype(np.uint8))
+        hw = rgb.shape[1:3] if rgb is not None else (None, None)
+        if rgb is not None and (hw[0] % 2 or hw[1] % 2 or min(hw) < MIN_SIDE):
+            chk.problems.append(f"{p}.rgb: height and width must be even and >= {MIN_SIDE} for video, got {list(hw)}")
+    chk.json_dict(f"{p}.info", cam.info)
+    if cam.depth is not None and cam.rgb is not None:
         if isinstance(cam.depth, np.ndarray) and cam.depth.dtype != np.uint16:
             chk.problems.append(
                 f"{p}.depth: dtype {cam.depth.dtype} but uint16 millimetres are required "
@@ -383,7 +435,8 @@ def episode_to_row(episode: Episode) -> dict[str, Any]:
     }
     for name, cam in episode.cameras.items():
         p = f"{_CAM_PREFIX}{name}."
-        row[p + "rgb"] = cam.rgb
+        if cam.rgb is not None:
+            row[p + "rgb"] = cam.rgb
         row[p + "intrinsics"] = cam.intrinsics
         row[p + "distortion"] = cam.distortion
         row[p + "pose"] = cam.pose
@@ -399,6 +452,9 @@ def episode_to_row(episode: Episode) -> dict[str, Any]:
             "gripper_geometry": episode.gripper_geometry,
             "metrics": episode.metrics,
             "cameras": list(episode.cameras),
+            "camera_info": {n: {"info": c.info, **({} if c.rgb is not None else {"size": list(c.resolution)})}
+                            for n, c in episode.cameras.items()},
+            "names": episode.names,
             "frame_features": list(episode.frame_features),
             "has_timestamp": episode.timestamp is not None,
         }
@@ -412,13 +468,16 @@ def episode_from_row(row: dict[str, Any]) -> Episode:
     cameras = {}
     for name in meta["cameras"]:
         p = f"{_CAM_PREFIX}{name}."
-        depth = row.get(p + "depth")
+        depth, rgb = row.get(p + "depth"), row.get(p + "rgb")
+        extra = meta.get("camera_info", {}).get(name, {})
         cameras[name] = CameraFrames(
-            rgb=np.asarray(row[p + "rgb"]),
+            rgb=None if rgb is None else np.asarray(rgb),
             intrinsics=np.asarray(row[p + "intrinsics"]),
             distortion=np.asarray(row[p + "distortion"]),
             pose=np.asarray(row[p + "pose"]),
             depth=None if depth is None else np.asarray(depth),
+            size=tuple(extra["size"]) if "size" in extra else None,
+            info=dict(extra.get("info", {})),
         )
     flow = row.get("flow")
     return Episode(
@@ -436,6 +495,7 @@ def episode_from_row(row: dict[str, Any]) -> Episode:
         provenance=meta["provenance"],
         gripper_geometry=meta["gripper_geometry"],
         frame_features={f: np.asarray(row[_FRAME_PREFIX + f]) for f in meta["frame_features"]},
+        names={k: list(v) for k, v in meta.get("names", {}).items()},
         flow=None if flow is None else np.asarray(flow),
         metrics=meta["metrics"],
     )

@@ -106,23 +106,25 @@ class DatasetReader:
         fps = self.fps
         cameras: dict[str, CameraFrames] = {}
         for cam, crec in rec["cameras"].items():
-            vk = L.video_key(cam)
-            vcf = {"chunk_index": row[f"videos/{vk}/chunk_index"], "file_index": row[f"videos/{vk}/file_index"]}
-            start = row[f"videos/{vk}/from_timestamp"]
             h, w = crec["height"], crec["width"]
-            rgb = (
-                decode_window(self.root / L.VIDEO_PATH.format(video_key=vk, **vcf), start, t, fps)
-                if decode_video
-                else np.zeros((t, h, w, 3), np.uint8)
-            )
-            depth = None
-            if crec["has_depth"]:
-                depth = decode_window(self.root / L.DEPTH_PATH.format(camera=cam, **vcf), start, t, fps, depth=True)
+            rgb = depth = None
+            if crec.get("has_video", True):
+                vk = L.video_key(cam)
+                vcf = {"chunk_index": row[f"videos/{vk}/chunk_index"], "file_index": row[f"videos/{vk}/file_index"]}
+                start = row[f"videos/{vk}/from_timestamp"]
+                rgb = (
+                    decode_window(self.root / L.VIDEO_PATH.format(video_key=vk, **vcf), start, t, fps)
+                    if decode_video
+                    else np.zeros((t, h, w, 3), np.uint8)
+                )
+                if crec["has_depth"]:
+                    depth = decode_window(self.root / L.DEPTH_PATH.format(camera=cam, **vcf), start, t, fps,
+                                          depth=True)
             pose_col = CAMERA_POSE.format(camera=cam)
             pose = cols[pose_col].reshape(t, 4, 4).astype(np.float64) if crec["moving"] else np.array(crec["pose"])
             cameras[cam] = CameraFrames(
                 rgb=rgb, depth=depth, intrinsics=np.array(crec["intrinsics"]),
-                distortion=np.array(crec["distortion"]), pose=pose,
+                distortion=np.array(crec["distortion"]), pose=pose, size=(h, w), info=dict(crec.get("info", {})),
             )
         shapes = rec.get("frame_features", {})
         moving = {CAMERA_POSE.format(camera=c) for c in rec["cameras"]}
@@ -135,6 +137,9 @@ class DatasetReader:
         if rec.get("flow_shape"):
             flow = self._flow(cf, index, rec["flow_shape"])
         tasks = row["tasks"]
+        names = {k: list(f["names"]) for k, f in self.info["features"].items()
+                 if f.get("names") and f["dtype"] != "video" and (k in cols and (k not in _BUILTIN or k in (
+                     "observation.state", "action")))}
         return Episode(
             episode_key=rec["episode_key"],
             task=tasks[0],
@@ -150,6 +155,7 @@ class DatasetReader:
             provenance=rec["provenance"],
             gripper_geometry=rec["gripper_geometry"],
             frame_features=frame_features,
+            names=names,
             flow=flow,
             metrics=rec["metrics"],
         )

@@ -175,9 +175,8 @@ class ShardWriter:
                 for k, v in first.features.items()
             },
             "cameras": {
-                cam: {"height": first.resolution[cam][0], "width": first.resolution[cam][1],
-                      "has_depth": cam in first.depth}
-                for cam in first.videos
+                cam: {"height": h, "width": w, "has_video": cam in first.videos, "has_depth": cam in first.depth}
+                for cam, (h, w) in first.resolution.items()
             },
             "video": self.video.to_dict(),
             "has_flow": first.flow is not None,
@@ -233,6 +232,8 @@ def _check_same_layout(a: EncodedEpisode, b: EncodedEpisode) -> None:
         problems.append(f"per-frame features differ: {[d[0] for d in diff]}")
     if a.resolution != b.resolution:
         problems.append(f"cameras/resolution {b.resolution} != {a.resolution}")
+    if set(a.videos) != set(b.videos):
+        problems.append(f"cameras with frames {sorted(b.videos)} != {sorted(a.videos)}")
     if set(a.depth) != set(b.depth):
         problems.append(f"depth cameras {sorted(b.depth)} != {sorted(a.depth)}")
     if (a.flow is None) != (b.flow is None):

@@ -90,6 +90,8 @@ def assess(episode: Episode, settings: QualitySettings | None = None,
     flange = np.asarray(episode.gripper_pose, dtype=np.float64)[:, :3, 3]
     moved = np.linalg.norm(np.diff(flange, axis=0), axis=1) > s.frozen_motion_m
     for name, cam in episode.cameras.items():
+        if cam.rgb is None:
+            continue  # a camera known by its calibration only has no frames to judge
         black, frozen = _camera_frames(cam.rgb, moved, s)
         m[f"quality.{name}.black_fraction"] = black
         m[f"quality.{name}.frozen_fraction"] = frozen

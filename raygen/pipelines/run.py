@@ -32,6 +32,7 @@ from raygen.datasets import _layout as L
 from raygen.datasets._video import VideoSettings
 from raygen.datasets.encode import EncodedEpisode
 from raygen.datasets.writer import DatasetWriter
+from raygen.pipelines.sources import Source, make_source
 
 logger = logging.getLogger(__name__)
 
@@ -247,7 +248,7 @@ class _Metrics:
 
 
 def _build_stream(config: RunConfig, plan: Any, specs: list, rejects_dir: str, video: VideoSettings,
-                  generate_only: bool = False, stop_file: str | None = None) -> Any:
+                  generate_only: bool = False, stop_file: str | None = None, source: Source | None = None) -> Any:
     import ray
     from ray.data import ActorPoolStrategy
 
@@ -255,14 +256,15 @@ def _build_stream(config: RunConfig, plan: Any, specs: list, rejects_dir: str, v
     from raygen.pipelines.quality import QualitySettings
     from raygen.pipelines.stages import DiversityStage, EncodeStage, QualityFlowStage
 
+    source = source or make_source(config)
     src, res, st = config.source, config.resources, config.stages
     host = HostConfig(
         backend=src.backend, python=src.python, attempts=res.attempts, episode_timeout_s=res.episode_timeout_s,
         startup_timeout_s=res.startup_timeout_s, cpu_threads=res.cpu_threads, stop_file=stop_file,
         cores=(res.cores_per_worker or math.ceil(res.cpus_per_worker)) if res.pin_cores else 0,
-        options={"width": src.width, "height": src.height, "task": dict(src.task_params), **src.backend_options},
+        options=source.host_options(),
     )
-    items = [{"source": s.source, "seed": s.seed, "index": s.index, "params": json.dumps(s.params)} for s in specs]
+    items = [{**s.to_dict(), "params": json.dumps(s.params)} for s in specs]
     stage_cpu = max(0.1, round(plan.stage_cpus / 4, 3))
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     # two calls per host: while one reads its episode back, the other already has the simulator busy
@@ -272,7 +274,7 @@ def _build_stream(config: RunConfig, plan: Any, specs: list, rejects_dir: str, v
                         **plan.actor_options())
     if generate_only:  # the baseline of `raygen bench pipeline`
         return ds
-    raw = episode_raw_bytes(config)
+    raw = source.raw_bytes()
 
     def stage(cls: type, kwargs: dict[str, Any], compute: Any, base_mib: int, copies: int) -> dict[str, Any]:
         """One stage actor pool: ``base_mib`` (the Ray worker, Ray Data, the stage's libraries) plus ``copies``
@@ -292,14 +294,6 @@ def _build_stream(config: RunConfig, plan: Any, specs: list, rejects_dir: str, v
                  ActorPoolStrategy(min_size=1, max_size=2), 384, 3)
 
 
-def episode_raw_bytes(config: RunConfig) -> int:
-    """One episode's raw frames: two cameras of RGB + uint16 depth."""
-    from raygen.actors.tasks.pick_place import PickPlaceParams
-
-    frames = PickPlaceParams.from_options(dict(config.source.task_params), where="source.task_params").frames
-    return frames * 2 * config.source.width * config.source.height * (3 + 2)
-
-
 def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dict[str, Any] | None = None,
         verify: bool = True) -> RunSummary:
     """Run ``config`` to the end (or until ``stop`` is set); returns the summary."""
@@ -307,11 +301,9 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
 
     from raygen.actors.cores import StageCores
     from raygen.actors.host import sweep_stale_scratch
-    from raygen.actors.registry import check_backend
-    from raygen.cluster.plan import discover, episode_specs, make_plan
+    from raygen.cluster.plan import discover, make_plan
 
-    check_backend(config.source.backend, python=config.source.python)
-    _check_backend_options(config)
+    source = make_source(config)  # checks the backend, its options and (for DROID) lists the tree
     root = Path(config.output.path)
     video = VideoSettings(codec=config.output.video_codec, crf=config.output.crf, g=config.output.gop)
     summary = RunSummary(path=str(root))
@@ -321,8 +313,8 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
     rejects_dir = writer.committer.staging_dir / "rejects"
     rejects_dir.mkdir(parents=True, exist_ok=True)
     done = set(writer.committed_keys) | rejected_keys(root)
-    specs = episode_specs(config, done)
-    summary.planned, summary.skipped_done = len(specs), config.source.episodes - len(specs)
+    specs = source.specs(done)
+    summary.planned, summary.skipped_done = len(specs), source.total - len(specs)
     diversity, stage_totals = _Diversity(), {}
     metrics: _Metrics | None = None
     account = _Account()
@@ -346,7 +338,7 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
 
             uploader = Uploader(root, config.upload, commit_lock=writer.committer.commit_lock).start()
         if not specs:
-            logger.info("nothing to do: all %d episodes are committed or rejected", config.source.episodes)
+            logger.info("nothing to do: all %d episodes are committed or rejected", source.total)
             return summary
         if not ray.is_initialized():
             ray.init(log_to_driver=False)
@@ -361,7 +353,7 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
         stop_file = writer.committer.staging_dir / "STOP"
         if stop is not None:  # the hosts see the file and skip the remaining specs
             threading.Thread(target=lambda: stop.wait() and stop_file.touch(), daemon=True).start()
-        stream = _build_stream(config, plan, specs, str(rejects_dir), video, stop_file=str(stop_file))
+        stream = _build_stream(config, plan, specs, str(rejects_dir), video, stop_file=str(stop_file), source=source)
         for row in stream.iter_rows():
             t_row, c_row = time.perf_counter(), time.thread_time()
             driver_cores.apply()
@@ -433,25 +425,6 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
 
         summary.verify_ok = verify_dataset(root).ok
     return summary
-
-
-def _check_backend_options(config: RunConfig) -> None:
-    """Option typos fail here, on the driver, not as a failed start-up in every simulator."""
-    import importlib
-
-    from raygen.actors.registry import worker_module
-    from raygen.actors.tasks.pick_place import PickPlaceParams
-    from raygen.config import ConfigError
-
-    try:
-        PickPlaceParams.from_options(dict(config.source.task_params), where="source.task_params")
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(str(exc)) from None
-    known = set(importlib.import_module(worker_module(config.source.backend)).SIM_OPTIONS)
-    unknown = sorted(set(config.source.backend_options) - known - {"width", "height"})
-    if unknown:
-        raise ConfigError(f"source.backend_options: unknown option(s) {unknown} for backend "
-                          f"{config.source.backend!r}; known: {sorted(known - {'width', 'height'})}")
 
 
 def _costs(summary: RunSummary, account: _Account, config: RunConfig) -> None:

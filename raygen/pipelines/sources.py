@@ -1,0 +1,147 @@
+"""Where a run's episodes come from: deterministic specs with stable keys, made on the driver.
+
+A source pairs with backends (ARCHITECTURE.md "Sources and backends"): it says which episodes exist, as
+specs whose key is stable across runs (so resume and rejects work), and what the backend processes are
+told; the backend turns one spec into one Episode. Everything downstream is the same for every source.
+
+- :class:`SeededSource`: simulated pick-and-place, episode ``i`` of seed ``s`` (bullet, isaac).
+- :class:`DroidSource`: the episode folders of a DROID raw tree, keyed by their uuid (droid, zed).
+
+Building a source checks what it can before anything starts (task parameters, backend options, a DROID
+tree that can be listed and holds episodes) and raises ConfigError naming the field, path and value.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+from typing import Any
+
+from raygen.actors.spec import EpisodeSpec
+from raygen.config import ConfigError, RunConfig
+
+__all__ = ["DroidSource", "SeededSource", "Source", "make_source"]
+
+TYPICAL_DROID_STEPS = 400
+"""For memory requests only: DROID episodes run ~100-600 steps at 15 Hz."""
+
+
+class Source(abc.ABC):
+    def __init__(self, config: RunConfig):
+        self.config = config
+
+    @property
+    @abc.abstractmethod
+    def total(self) -> int:
+        """Episodes the source holds (before resume skips the done ones)."""
+
+    @abc.abstractmethod
+    def specs(self, skip: set[str] | frozenset[str] = frozenset()) -> list[EpisodeSpec]:
+        """Every episode's spec, minus those whose key is in ``skip`` (committed or rejected)."""
+
+    @abc.abstractmethod
+    def host_options(self) -> dict[str, Any]:
+        """The options each backend process starts with."""
+
+    @abc.abstractmethod
+    def raw_bytes(self) -> int:
+        """About how many bytes one episode's raw frames take (stage actors ask Ray for memory by it)."""
+
+    def _check_backend_options(self, known: set[str]) -> None:
+        src = self.config.source
+        module = importlib.import_module(_worker(src.backend))
+        allowed = set(getattr(module, "SIM_OPTIONS", ())) | known
+        unknown = sorted(set(src.backend_options) - allowed)
+        if unknown:
+            raise ConfigError(f"source.backend_options: unknown option(s) {unknown} for backend {src.backend!r}; "
+                              f"known: {sorted(allowed - known)}")
+
+
+def _worker(backend: str) -> str:
+    from raygen.actors.registry import worker_module
+
+    return worker_module(backend)
+
+
+class SeededSource(Source):
+    """Simulated episodes: (source, seed, index) for index 0..episodes-1."""
+
+    def __init__(self, config: RunConfig):
+        from raygen.actors.tasks.pick_place import PickPlaceParams
+
+        super().__init__(config)
+        try:
+            self.params = PickPlaceParams.from_options(dict(config.source.task_params), where="source.task_params")
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(str(exc)) from None
+        self._check_backend_options({"width", "height"})
+
+    @property
+    def total(self) -> int:
+        return self.config.source.episodes
+
+    def specs(self, skip: set[str] | frozenset[str] = frozenset()) -> list[EpisodeSpec]:
+        src = self.config.source
+        specs = (EpisodeSpec(src.name, src.seed, i) for i in range(src.episodes))
+        return [s for s in specs if s.episode_key not in skip]
+
+    def host_options(self) -> dict[str, Any]:
+        src = self.config.source
+        width, height = src.size or (0, 0)
+        return {"width": width, "height": height, "task": dict(src.task_params), **src.backend_options}
+
+    def raw_bytes(self) -> int:
+        """Two cameras of RGB + uint16 depth."""
+        width, height = self.config.source.size or (0, 0)
+        return self.params.frames * 2 * width * height * (3 + 2)
+
+
+class DroidSource(Source):
+    """The episodes of a DROID raw tree that the filters keep; key = the DROID uuid."""
+
+    def __init__(self, config: RunConfig):
+        from raygen.actors.droid.calibration import CalibrationSources
+        from raygen.actors.droid.raw import DroidFilter, DroidTreeError, list_episodes, read_id_file
+
+        super().__init__(config)
+        src, d = config.source, config.source.droid
+        self._check_backend_options(set())
+        try:
+            ids = read_id_file(d.episode_ids_file) if d.episode_ids_file else None
+            filt = DroidFilter(outcome=d.outcome, labs=tuple(d.labs) if d.labs is not None else None,
+                               date_from=d.date_from, date_to=d.date_to, ids=ids, limit=d.limit)
+            self.refs, self.in_tree = list_episodes(str(src.root), filt)
+        except DroidTreeError as exc:
+            raise ConfigError(str(exc)) from None
+        try:  # unreadable calibration files fail here, not in every worker
+            CalibrationSources.load(d.calibration_cache, d.intrinsics_file, d.missing_intrinsics)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    @property
+    def total(self) -> int:
+        return len(self.refs)
+
+    def specs(self, skip: set[str] | frozenset[str] = frozenset()) -> list[EpisodeSpec]:
+        return [EpisodeSpec(self.config.source.name, 0, i, params={"droid": ref.to_params()}, key=ref.uuid)
+                for i, ref in enumerate(self.refs) if ref.uuid not in skip]
+
+    def host_options(self) -> dict[str, Any]:
+        src = self.config.source
+        return {"root": src.root, "width": src.width, "height": src.height,
+                "droid": src.droid.model_dump(mode="json"), **src.backend_options}
+
+    def raw_bytes(self) -> int:
+        """Three cameras of RGB + uint16 depth at the stored size (DROID records 1280x720)."""
+        if self.config.source.droid.mode == "metadata":
+            return 0
+        width, height = self.config.source.size or (1280, 720)
+        return TYPICAL_DROID_STEPS * 3 * width * height * (3 + 2)
+
+
+def make_source(config: RunConfig) -> Source:
+    """The source for ``config.source.backend``, checked; the backend's SDK is checked here too."""
+    from raygen.actors.registry import check_backend
+
+    check_backend(config.source.backend, python=config.source.python)
+    return DroidSource(config) if config.source.recording else SeededSource(config)
