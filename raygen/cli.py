@@ -1,4 +1,4 @@
-"""The `raygen` command line: run, upload, verify, bench, demo."""
+"""The `raygen` command line: run, upload, verify, droid, bench, demo."""
 
 from __future__ import annotations
 
@@ -90,6 +90,21 @@ def _cmd_upload(args: argparse.Namespace) -> int:
               f"{rep.reconciled_shards} shards found already there, {rep.pending_shards} pending"
               + (" (metadata only)" if rep.metadata_only else ""))
     return 0
+
+
+def _cmd_droid_calibrate(args: argparse.Namespace) -> int:
+    from raygen.actors.droid.raw import DroidFilter, DroidTreeError
+    from raygen.actors.zed.calibrate import calibrate
+
+    try:
+        report = calibrate(args.root, args.out, DroidFilter(outcome=args.outcome, limit=args.limit,
+                                                            labs=tuple(args.labs) if args.labs else None))
+    except DroidTreeError as exc:
+        print(f"raygen droid calibrate: {exc}", file=sys.stderr)
+        return 2
+    print(report.format())
+    print(f"calibration cache: {args.out} (use it with source.droid.calibration_cache)")
+    return 1 if report.failed else 0
 
 
 def _cmd_bench_worker(args: argparse.Namespace) -> int:
@@ -211,6 +226,17 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--no-card", action="store_true", help="no dataset card, no v3.0 tag")
     u.set_defaults(func=_cmd_upload)
 
+    dr = sub.add_parser("droid", help="DROID raw recordings: tools around `raygen run` with backend droid or zed")
+    drsub = dr.add_subparsers(dest="droid", required=True)
+    dc = drsub.add_parser("calibrate", help="read every SVO's rectified calibration once (ZED SDK, GPU) into a "
+                          "cache that CPU runs take intrinsics from (resumable)")
+    dc.add_argument("root", help="DROID raw tree (a folder or an fsspec URL)")
+    dc.add_argument("--out", required=True, help="calibration cache (JSON lines; appended to, resumable)")
+    dc.add_argument("--outcome", choices=["success", "failure", "all"], default="all")
+    dc.add_argument("--labs", nargs="+", default=None, help="only these labs")
+    dc.add_argument("--limit", type=int, default=None, help="at most this many episodes")
+    dc.set_defaults(func=_cmd_droid_calibrate)
+
     b = sub.add_parser("bench", help="speed figures as ratios against a baseline measured in the same run")
     bsub = b.add_subparsers(dest="bench", required=True)
     bw = bsub.add_parser("writer", help="dataset writer vs. a bare PyAV encode loop")
@@ -262,9 +288,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from raygen._deps import MissingDependencyError
+
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, FileNotFoundError, RuntimeError, MissingDependencyError) as exc:
         print(f"raygen: error: {exc}", file=sys.stderr)
         return 2
 

@@ -88,3 +88,23 @@ def written_copy(written, tmp_path: Path):
     dst = tmp_path / "ds"
     shutil.copytree(root, dst)
     return dst, eps
+
+
+FAKES = Path(__file__).resolve().parent / "fakes"
+"""Test doubles (tests/fakes/README.md): the pyzed double lives here."""
+
+
+@pytest.fixture(scope="session")
+def droid_tree(tmp_path_factory: pytest.TempPathFactory):
+    """A synthetic DROID raw tree (tests/droid_synth.py): two successes (released and newer metadata
+    spelling, different days) and one failure, 24 steps at 320x180; do not modify (copy it)."""
+    import datetime as dt
+
+    from tests.droid_synth import make_episode
+
+    root = tmp_path_factory.mktemp("droid") / "droid_raw"
+    eps = [make_episode(root, 0, steps=24),
+           make_episode(root, 1, steps=24, version_key="droid_version", day=dt.date(2023, 8, 1), im128=False,
+                        h5_intrinsics=True),
+           make_episode(root, 2, steps=24, outcome="failure", lab="OTHERLAB", truth=False)]
+    return root, eps

@@ -418,7 +418,8 @@ class Committer:
             "video": video,
             "depth": {
                 cam: {"codec": DEPTH_CODEC, "pix_fmt": DEPTH_PIX_FMT, "container": "matroska",
-                      "unit": "millimetre", "invalid_value": 0, "height": c["height"], "width": c["width"]}
+                      "unit": "millimetre", "invalid_value": 0, "height": c["height"], "width": c["width"],
+                      **({"method": c["depth_method"]} if c.get("depth_method") else {})}
                 for cam, c in manifest["cameras"].items()
                 if c["has_depth"]
             },

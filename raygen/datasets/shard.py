@@ -174,10 +174,7 @@ class ShardWriter:
                 k: {"dtype": v.dtype, "shape": list(v.shape), "names": v.names, "source_shape": v.source_shape}
                 for k, v in first.features.items()
             },
-            "cameras": {
-                cam: {"height": h, "width": w, "has_video": cam in first.videos, "has_depth": cam in first.depth}
-                for cam, (h, w) in first.resolution.items()
-            },
+            "cameras": {cam: _camera_layout(first, cam) for cam in first.resolution},
             "video": self.video.to_dict(),
             "has_flow": first.flow is not None,
             "episodes": episodes,
@@ -187,6 +184,16 @@ class ShardWriter:
         final = self.staging_dir / self.shard_id
         tmp.rename(final)
         return StagedShard(final, self.shard_id)
+
+
+def _camera_layout(e: EncodedEpisode, cam: str) -> dict[str, Any]:
+    """What a camera is in the shard: size, frames, depth and (when the backend says) how depth was made."""
+    h, w = e.resolution[cam]
+    out: dict[str, Any] = {"height": h, "width": w, "has_video": cam in e.videos, "has_depth": cam in e.depth}
+    method = e.record["cameras"].get(cam, {}).get("info", {}).get("depth_method")
+    if method and cam in e.depth:
+        out["depth_method"] = method
+    return out
 
 
 def _join(path: Path, segments: list[bytes], lengths: list[int], starts: np.ndarray, fps: float, tol: float) -> None:

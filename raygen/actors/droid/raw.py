@@ -20,7 +20,6 @@ import json
 import logging
 import re
 import shutil
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -238,6 +237,13 @@ class EpisodeFiles:
     def exists(self, *parts: str) -> bool:
         return self._fs.exists(f"{self.remote_folder}/{'/'.join(parts)}")
 
+    def listdir(self, *parts: str) -> list[str]:
+        """Names of the files in a folder of the episode ([] when it does not exist)."""
+        folder = f"{self.remote_folder}/{'/'.join(parts)}"
+        if not self._fs.isdir(folder):
+            return []
+        return sorted(str(p).rstrip("/").rsplit("/", 1)[-1] for p in self._fs.ls(folder, detail=False))
+
     def path(self, *parts: str) -> Path:
         """A local path to the file (copied first when the root is remote); FileNotFoundError if absent."""
         remote = f"{self.remote_folder}/{'/'.join(parts)}"
@@ -274,8 +280,3 @@ def serials(meta: dict[str, Any]) -> dict[str, str]:
     """Camera name -> serial, from the metadata."""
     return {cam: str(meta[key]) for cam, key in CAMERA_KEYS.items()}
 
-
-def first(items: Iterable[Any]) -> Any:
-    for item in items:
-        return item
-    return None
