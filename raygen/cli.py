@@ -124,6 +124,19 @@ def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_droid(args: argparse.Namespace) -> int:
+    from raygen.bench_droid import bench_droid
+
+    results = bench_droid(args.tree, episodes=args.episodes, steps=args.steps, full_size=tuple(args.full_size),
+                          codec=args.codec)
+    where = args.tree or f"a synthetic DROID episode ({args.steps} steps, 3 cameras, 1280x720 MP4s)"
+    print(f"DROID on the CPU path, {results[0].episodes} episode(s) of {where}; reference: seed 004's GPU "
+          "pipelines, ~30 s (metadata) and 2-3 min (with depth) per episode")
+    for r in results:
+        print(r.format())
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from raygen.datasets.verify import verify_dataset
     from raygen.datasets.writer import DatasetWriter
@@ -267,6 +280,15 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--repeats", type=int, default=1, help="rounds of (bare, full) back to back; the medians "
                     "are printed too (a shared machine's speed drifts from minute to minute)")
     bp.set_defaults(func=_cmd_bench_pipeline)
+
+    bd = bsub.add_parser("droid", help="seconds per DROID episode on the CPU path: metadata and full mode, split")
+    bd.add_argument("--tree", default=None, help="a DROID raw tree (default: a synthetic episode, made once, cached)")
+    bd.add_argument("--episodes", type=int, default=1, help="episodes timed in each mode")
+    bd.add_argument("--steps", type=int, default=300, help="steps of the synthetic episode (DROID: ~100-600)")
+    bd.add_argument("--full-size", type=int, nargs=2, default=[640, 360], metavar=("W", "H"),
+                    help="stored frame and stereo size in full mode")
+    bd.add_argument("--codec", default="libsvtav1", help="RGB encoder")
+    bd.set_defaults(func=_cmd_bench_droid)
 
     d = sub.add_parser("demo", help="writer-only: simulate a few episodes on PyBullet, write and verify "
                        "them without Ray Data (the main job is `run`)")

@@ -96,21 +96,21 @@ class SourceConfig(_Strict):
 
     @model_validator(mode="after")
     def _fits_backend(self) -> SourceConfig:
-        given = self.model_fields_set
+        # compared with the defaults, not with what was written: a resolved config (raygen submit) has every key
+        default = {name: f.get_default(call_default_factory=True) for name, f in type(self).model_fields.items()}
         if self.recording:
             if not self.root:
                 raise ValueError(f"backend {self.backend!r} reads recordings: set source.root to a DROID raw tree "
                                  "(a folder or an fsspec URL)")
             for name in ("episodes", "seed", "task_params"):
-                if name in given:
+                if getattr(self, name) != default[name]:
                     raise ValueError(f"source.{name} is for simulators; the {self.backend!r} backend takes its "
                                      "episodes from source.root (source.droid.limit caps them)")
             if (self.width is None) != (self.height is None):
                 raise ValueError("give both source.width and source.height to downscale recordings, or neither")
-        else:
-            if self.root is not None or "droid" in given:
-                raise ValueError(f"source.root and source.droid are for the recording backends {RECORDING_BACKENDS}, "
-                                 f"not {self.backend!r}")
+        elif self.root is not None or self.droid != default["droid"]:
+            raise ValueError(f"source.root and source.droid are for the recording backends {RECORDING_BACKENDS}, "
+                             f"not {self.backend!r}")
         return self
 
     @property

@@ -49,3 +49,13 @@ def test_bad_files():
 def test_set_into_a_value_is_a_config_error():
     with pytest.raises(ConfigError, match="source was set to a value, not a section"):
         load_config(None, ["source=3", "source.episodes=4"])
+
+
+@pytest.mark.parametrize("overrides", [[], ["source.backend=droid", "source.root=/data/droid", "source.width=320",
+                                             "source.height=180", "source.droid.labs=[AUTOLab]"]])
+def test_a_resolved_config_validates_again(overrides):
+    """`raygen submit` ships the resolved config, every default written out; it must load as it was."""
+    from raygen.config import RunConfig
+
+    cfg = load_config(None, overrides)
+    assert RunConfig.model_validate(cfg.model_dump(mode="json")) == cfg
