@@ -53,8 +53,11 @@ class DroidConfig(_Strict):
                                           "MP4; zed: the ZED SDK's depth). Ignored in metadata mode.")
     zed_depth_mode: str = Field("NEURAL", description="ZED SDK depth mode (zed backend): NEURAL_LIGHT, NEURAL, "
                                                       "NEURAL_PLUS, ...")
-    stereo_min_depth_m: float = Field(0.1, gt=0, description="droid backend: nearest depth the stereo matcher "
-                                                             "searches for (sets its disparity range).")
+    stereo_min_depth_m: float = Field(0.3, gt=0, description="droid backend: nearest depth the stereo matcher "
+                                                             "searches for in the exterior cameras (sets its "
+                                                             "disparity range, and so its cost).")
+    stereo_min_depth_wrist_m: float = Field(0.08, gt=0, description="droid backend: the same for the wrist camera, "
+                                                                    "which sees the fingers up close.")
     timestamp_tolerance_ms: float = Field(
         5.0, ge=0, description="A frame whose timestamp differs from trajectory.h5's <serial>_frame_received by "
                                "more than this does not belong to that step (the episode is rejected).")

@@ -74,3 +74,10 @@ def test_eight_hosts_spread_over_four_gpu_ids():
     finally:
         ray.shutdown()
     assert sorted(ids) == ["0", "0", "1", "1", "2", "2", "3", "3"]
+
+
+def test_stage_memory_asks_stay_within_the_cluster():
+    """An episode bigger than a node must not leave a stage unscheduled (the run would wait forever)."""
+    plan = make_plan(load_config(None, []), ClusterResources(cpus=2, gpus=0, memory=16e9))
+    assert plan.stage_memory(1e9) == 1e9 and plan.stage_memory(50e9) == 2e9
+    assert make_plan(load_config(None, []), ClusterResources(cpus=2, gpus=0)).stage_memory(50e9) == 50e9

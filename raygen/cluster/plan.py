@@ -20,6 +20,7 @@ from raygen.config import ConfigError, RunConfig
 __all__ = ["ClusterResources", "Plan", "discover", "episode_specs", "make_plan"]
 
 STAGE_CPU_SHARE = 0.25  # of the cluster's CPUs, kept for the quality/flow/encode/shard stages
+STAGE_MEMORY_SHARE = 1 / 8  # of the cluster's memory, the most one stage actor asks for (5 of them at most)
 MIN_STAGE_CPUS = 0.5
 
 
@@ -28,13 +29,16 @@ class ClusterResources:
     cpus: float
     gpus: float
     custom: dict[str, float] = field(default_factory=dict)
+    memory: float = 0.0
+    """Bytes of memory Ray may hand out to tasks and actors (0 = unknown)."""
 
     @classmethod
     def from_ray(cls, resources: dict[str, float]) -> ClusterResources:
         custom = {k: v for k, v in resources.items()
                   if k not in ("CPU", "GPU", "memory", "object_store_memory") and not k.startswith("node:")
                   and not k.startswith("accelerator_type:")}
-        return cls(cpus=float(resources.get("CPU", 0)), gpus=float(resources.get("GPU", 0)), custom=custom)
+        return cls(cpus=float(resources.get("CPU", 0)), gpus=float(resources.get("GPU", 0)), custom=custom,
+                   memory=float(resources.get("memory", 0)))
 
 
 def discover() -> ClusterResources:
@@ -60,6 +64,12 @@ class Plan:
     gpus_used: float
     max_workers: int = 0
     """The most hosts the pool may grow to as nodes join (resources.max_gpus); 0 = workers."""
+    stage_memory_cap: float = 0.0
+    """The most memory (bytes) one stage actor may ask Ray for: an ask larger than a node would leave the
+    stage unscheduled and the run waiting forever. 0 = no cap (memory unknown)."""
+
+    def stage_memory(self, wanted: float) -> float:
+        return min(wanted, self.stage_memory_cap) if self.stage_memory_cap else wanted
 
     @property
     def pool_max(self) -> int:
@@ -125,7 +135,8 @@ def make_plan(config: RunConfig, cluster: ClusterResources) -> Plan:
         workers, num_gpus, custom, gpus_used = res.cpu_workers, 0.0, {}, 0.0
     num_cpus = min(res.cpus_per_worker, free / workers)
     return Plan(backend=backend.name, workers=workers, num_cpus=round(num_cpus, 4), num_gpus=num_gpus,
-                resources=custom, stage_cpus=stage_cpus, gpus_used=gpus_used, max_workers=max_workers)
+                resources=custom, stage_cpus=stage_cpus, gpus_used=gpus_used, max_workers=max_workers,
+                stage_memory_cap=STAGE_MEMORY_SHARE * cluster.memory)
 
 
 def episode_specs(config: RunConfig, skip: set[str] | frozenset[str] = frozenset()) -> list[EpisodeSpec]:

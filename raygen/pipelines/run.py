@@ -276,13 +276,22 @@ def _build_stream(config: RunConfig, plan: Any, specs: list, rejects_dir: str, v
         return ds
     raw = source.raw_bytes()
 
+    capped: list[str] = []
+
     def stage(cls: type, kwargs: dict[str, Any], compute: Any, base_mib: int, copies: int) -> dict[str, Any]:
         """One stage actor pool: ``base_mib`` (the Ray worker, Ray Data, the stage's libraries) plus ``copies``
         of the raw episode is the memory it asks Ray for. Measured peak USS per actor at 64x64 / 128x128:
         encode 296 / 326 MiB, quality+flow 129 / 160, diversity 129 / 179; without a request Ray Data warns
         once an actor passes ~300 MiB (its default per 1/8 CPU)."""
+        wanted = base_mib * 2**20 + copies * raw
+        memory = plan.stage_memory(wanted)
+        if memory < wanted and not capped:
+            capped.append(cls.__name__)
+            logger.warning("an episode's frames (~%.1f GB raw) would make the stage actors ask for up to %.1f GB; "
+                           "each asks Ray for %.1f GB (an eighth of the cluster's memory) instead. Smaller "
+                           "source.width/height make episodes lighter.", raw / 1e9, wanted / 1e9, memory / 1e9)
         return ds.map_batches(cls, fn_constructor_kwargs={**kwargs, "pin": res.pin_cores}, batch_size=1,
-                              compute=compute, num_cpus=stage_cpu, memory=base_mib * 2**20 + copies * raw)
+                              compute=compute, num_cpus=stage_cpu, memory=memory)
 
     quality = QualitySettings(min_score=st.quality.min_score, require_success=st.quality.require_success)
     ds = stage(QualityFlowStage, {"settings": quality, "rejects_dir": rejects_dir, "step_m": st.flow.step_m},

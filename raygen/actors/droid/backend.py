@@ -65,7 +65,8 @@ class DroidBackend(RecordingBackend):
         match = match_frames(len(left), rec.traj.length, where)
         t1 = time.perf_counter()
         fx = float(rec.intrinsics[camera].k(*size)[0, 0])
-        stereo = StereoDepth(fx=fx, baseline_m=baseline, min_depth_m=self.opts.stereo_min_depth_m)
+        near = self.opts.stereo_min_depth_wrist_m if camera.startswith("wrist") else self.opts.stereo_min_depth_m
+        stereo = StereoDepth(fx=fx, baseline_m=baseline, min_depth_m=near)
         unique, inverse = np.unique(match.index, return_inverse=True)
         depth = stereo.compute(left[unique], right[unique])[inverse]
         _add(rec.timing, "timing.decode_s", t1 - t0)

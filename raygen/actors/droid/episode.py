@@ -70,7 +70,8 @@ class DroidOptions:
     missing_intrinsics: str = "reject"
     depth: bool = True
     zed_depth_mode: str = "NEURAL"
-    stereo_min_depth_m: float = 0.1
+    stereo_min_depth_m: float = 0.3
+    stereo_min_depth_wrist_m: float = 0.08
     timestamp_tolerance_ms: float = 5.0
     cpu_threads: int = 1
 

@@ -144,7 +144,9 @@ class StereoDepth:
     """Depth from a rectified stereo pair with OpenCV's semi-global matcher (3-way): uint16 mm, 0 = invalid.
 
     depth = fx * baseline / disparity, with fx of the images matched and the baseline from the two eyes'
-    extrinsics. The disparity range is set by the nearest depth searched for (``min_depth_m``).
+    extrinsics. The disparity range is set by the nearest depth searched for (``min_depth_m``). Both images
+    are padded on the left by that range, so the matcher gives depth across the whole width (without it
+    the leftmost ``num_disparities`` columns stay empty).
     """
 
     fx: float
@@ -167,10 +169,11 @@ class StereoDepth:
                                         P1=8 * bs * bs, P2=32 * bs * bs, disp12MaxDiff=1, uniquenessRatio=10,
                                         speckleWindowSize=100, speckleRange=2, mode=cv2.STEREO_SGBM_MODE_SGBM_3WAY)
         out = np.zeros(left.shape[:3], np.uint16)
+        pad = self.num_disparities
         for i in range(len(left)):
-            gl = cv2.cvtColor(left[i], cv2.COLOR_RGB2GRAY)
-            gr = cv2.cvtColor(right[i], cv2.COLOR_RGB2GRAY)
-            disp = matcher.compute(gl, gr).astype(np.float32) / 16.0  # fixed point, 4 fractional bits
+            gl, gr = (cv2.copyMakeBorder(cv2.cvtColor(img[i], cv2.COLOR_RGB2GRAY), 0, 0, pad, 0, cv2.BORDER_REPLICATE)
+                      for img in (left, right))
+            disp = matcher.compute(gl, gr)[:, pad:].astype(np.float32) / 16.0  # fixed point, 4 fractional bits
             valid = disp > 0.5
             mm = np.zeros_like(disp)
             mm[valid] = 1000.0 * self.fx * self.baseline_m / disp[valid]
