@@ -34,10 +34,17 @@ __all__ = [
     "CameraFrames",
     "Episode",
     "EpisodeValidationError",
+    "continuous_quaternions",
     "episode_from_row",
     "episode_to_row",
+    "quaternion_slices",
     "validate_episode",
 ]
+
+QUATERNION_SUFFIXES = ("qw", "qx", "qy", "qz")
+"""Four consecutive dimension names ending in these (e.g. eef_qw, eef_qx, eef_qy, eef_qz) mark a quaternion
+(w, x, y, z). Stored quaternions are continuous along an episode: q and -q are the same rotation, but a
+policy regressing the numbers sees a jump of up to 2 where the sign flips."""
 
 # Data-parquet columns the writer derives from every episode. They sit outside the "observation." and
 # "action" prefixes on purpose: LeRobot turns every "observation.*" feature into a policy input.
@@ -145,6 +152,31 @@ class Episode:
         if self.timestamp is not None:
             return np.asarray(self.timestamp, dtype=np.float32)
         return (np.arange(self.length, dtype=np.float64) / float(self.fps)).astype(np.float32)
+
+
+def continuous_quaternions(q: np.ndarray) -> np.ndarray:
+    """[T,4] (w, x, y, z) quaternions on one hemisphere along time: the first has w >= 0 and each later one
+    takes the sign closest to the one before (dot >= 0). Same rotations, no jumps."""
+    q = np.array(q, dtype=np.float64 if np.asarray(q).dtype.kind != "f" else np.asarray(q).dtype)
+    if len(q) == 0:
+        return q
+    if q[0, 0] < 0:
+        q[0] = -q[0]
+    for t in range(1, len(q)):
+        if float(np.dot(q[t], q[t - 1])) < 0:
+            q[t] = -q[t]
+    return q
+
+
+def quaternion_slices(names: list[str] | tuple[str, ...]) -> list[slice]:
+    """The dimensions of a feature that hold quaternions, by its names (see QUATERNION_SUFFIXES)."""
+    out = []
+    for i in range(len(names) - 3):
+        group = names[i:i + 4]
+        stems = {n[: -len(sfx)] for n, sfx in zip(group, QUATERNION_SUFFIXES) if n.endswith(sfx)}
+        if len(stems) == 1 and all(n.endswith(sfx) for n, sfx in zip(group, QUATERNION_SUFFIXES)):
+            out.append(slice(i, i + 4))
+    return out
 
 
 class EpisodeValidationError(ValueError):
@@ -360,6 +392,24 @@ def _validate_names(chk: _Checker, episode: Episode) -> None:
             dims = int(np.prod(arr.shape[1:])) if arr.ndim > 1 else 1
             if len(names) != dims:
                 chk.problems.append(f"names[{feature!r}]: {len(names)} names for {dims} dimensions")
+                continue
+            flat = arr.reshape(len(arr), -1)
+            for sl in quaternion_slices(list(names)):
+                _check_quaternions(chk, f"{feature}[{sl.start}:{sl.stop}] ({names[sl.start][:-2]}q*)", flat[:, sl])
+
+
+def _check_quaternions(chk: _Checker, label: str, q: np.ndarray) -> None:
+    q = q.astype(np.float64)
+    if not len(q) or not np.all(np.isfinite(q)):
+        return  # non-finite values are reported on their own
+    flips = np.flatnonzero(np.einsum("ij,ij->i", q[1:], q[:-1]) < 0) + 1
+    if len(flips):
+        chk.problems.append(f"{label}: the quaternion flips sign at frame(s) {flips[:10].tolist()} (q and -q are the "
+                            "same rotation, but a policy sees a jump); store it with "
+                            "raygen.datasets.episode.continuous_quaternions")
+    if q[0, 0] < 0:
+        chk.problems.append(f"{label}: the first quaternion has w = {q[0, 0]:.3f} < 0; start on the w >= 0 "
+                            "hemisphere")
 
 
 def _validate_camera(chk: _Checker, cam_name: str, cam: Any, n: int | None) -> None:

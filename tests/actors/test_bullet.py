@@ -44,7 +44,10 @@ def test_worker_process_returns_a_valid_episode(tmp_path):
     assert ep.cameras["cam_high"].rgb.shape == (t, 32, 48, 3) and ep.cameras["cam_wrist"].depth.dtype == np.uint16
     assert ep.cameras["cam_high"].pose.shape == (4, 4) and ep.cameras["cam_wrist"].pose.shape == (t, 4, 4)
     assert ep.frame_features["contact.pads"].shape == (t, 2, 3)
-    assert set(np.unique(ep.action[:, 7]).tolist()) == {0.0, np.float32(0.04).item()}
+    grip = ep.action[:, 7]  # the gripper command: open, closed, open again, at the fingers' speed
+    assert grip[0] == pytest.approx(0.04) and grip.min() == pytest.approx(0.0, abs=1e-6)
+    assert np.abs(np.diff(grip)).max() <= PickPlaceParams().gripper_speed / 30.0 + 1e-6
+    assert ep.names["observation.state"][19:23] == ["eef_qw", "eef_qx", "eef_qy", "eef_qz"]
     assert ep.provenance["backend"] == "bullet" and ep.provenance["seed"] == 0
     assert host.backend_info["capabilities"]["renderer"] in ("tiny", "egl")
     assert res.timing["episode_s"] > 0 and res.timing["read_s"] > 0
@@ -70,6 +73,19 @@ def test_success_rate_over_40_seeds(tmp_path):
     failures = {ep.episode_key: {k: v for k, v in ep.metrics.items() if k.startswith("task.")}
                 for ep in results if not ep.success}
     assert rate >= 0.95, failures
+    # every stored quaternion continuous (validate_episode checks it too), fingers at the set speed even at
+    # release, the wrist camera seeing the contact tracks (flow stage visibility: in view, not hidden)
+    from raygen.pipelines.flow import add_flow
+
+    step = PickPlaceParams().gripper_speed / results[0].fps
+    visible = []
+    for ep in results:
+        validate_episode(ep)
+        q = ep.state[:, 19:23]
+        assert (np.einsum("ij,ij->i", q[1:], q[:-1]) >= 0).all() and q[0, 0] >= 0, ep.episode_key
+        assert np.abs(np.diff(ep.state[:, 14:16], axis=0)).max() <= 1.25 * step, ep.episode_key
+        visible.append(add_flow(ep).frame_features["tracks2d.cam_wrist.visible"][:, 1:].all(axis=1).mean())
+    assert np.mean(visible[:20]) >= 0.8 and min(visible) >= 0.7, visible
     kinds = {ep.metrics["scene.object_kind"] for ep in results}
     colours = {ep.metrics["scene.colour"] for ep in results}
     assert kinds == {"cube", "cylinder"} and len(colours) >= 4
@@ -141,3 +157,45 @@ def test_unknown_task_parameter_is_named():
         PickPlaceParams.from_options({"steps": 3})
     with pytest.raises(ValueError, match=r"bullet backend: unknown option\(s\) \['colour'\]"):
         BulletBackend({"colour": "red"})
+
+
+class _Turning:
+    """A simulator whose flange keeps turning about the tool axis (as Isaac's may report it): the quaternions
+    it yields cross the w = 0 hemisphere boundary many times."""
+
+    def __init__(self, sim):
+        self._sim, self._frame = sim, 0
+
+    def __getattr__(self, name):
+        return getattr(self._sim, name)
+
+    def flange_pose(self):
+        self._frame += 1
+        a = 0.25 * self._frame
+        turn = np.array([[np.cos(a), -np.sin(a), 0, 0], [np.sin(a), np.cos(a), 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]])
+        return self._sim.flange_pose() @ turn
+
+
+def test_stored_quaternions_are_continuous_whatever_the_simulator_reports(backend):
+    from raygen.actors.tasks.pick_place import run_pick_place
+    from raygen.datasets.episode import EpisodeValidationError, continuous_quaternions
+
+    ep = run_pick_place(_Turning(backend.sim), EpisodeSpec(SOURCE, 0, 3), PickPlaceParams(steps_per_segment=6))
+    from scipy.spatial.transform import Rotation
+
+    from raygen.actors.tasks.pick_place import _FLANGE_TO_TCP_ROT, quat_wxyz
+
+    q = ep.state[:, 19:23].astype(np.float64)
+    assert q[0, 0] >= 0 and (np.einsum("ij,ij->i", q[1:], q[:-1]) >= 0).all()
+    tcp = ep.gripper_pose[:, :3, :3] @ _FLANGE_TO_TCP_ROT
+    assert np.allclose(Rotation.from_quat(q[:, [1, 2, 3, 0]]).as_matrix(), tcp, atol=1e-5)  # the same rotations
+    raw = np.array([quat_wxyz(m) for m in tcp])  # w >= 0 frame by frame: the path does cross w = 0
+    assert (np.einsum("ij,ij->i", raw[1:], raw[:-1]) < 0).sum() >= 2
+    flipped = ep.state.copy()
+    flipped[10:, 19:23] *= -1  # what a per-frame w >= 0 rule gives where the path crosses w = 0
+    ep.state = flipped
+    with pytest.raises(EpisodeValidationError, match=r"observation.state\[19:23\] \(eef_q\*\): the quaternion flips "
+                                                     r"sign at frame\(s\) \[10\]"):
+        validate_episode(ep)
+    fixed = continuous_quaternions(flipped[:, 19:23])
+    assert np.allclose(np.abs(fixed), np.abs(flipped[:, 19:23])) and np.allclose(fixed[:10], flipped[:10, 19:23])

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from raygen._deps import require
-from raygen.actors.tasks.pick_place import GRIPPER_OPEN, HOME_Q, CameraImage, Scene
+from raygen.actors.tasks.pick_place import GRIPPER_OPEN, HOME_Q, WRIST_CAMERA_IN_HAND, CameraImage, Scene
 
 logger = logging.getLogger(__name__)
 
@@ -224,12 +224,13 @@ class BulletPickPlace:
                 p.resetJointState(self.robot, j, v, physicsClientId=c)
         return found
 
-    def step(self, q_target: np.ndarray, gripper_target: float) -> None:
+    def step(self, q_target: np.ndarray, gripper_target: float | np.ndarray) -> None:
         p, c = self.p, self.client
+        fingers = np.broadcast_to(np.asarray(gripper_target, dtype=np.float64), (2,)).tolist()
         p.setJointMotorControlArray(self.robot, _ARM, p.POSITION_CONTROL, targetPositions=list(q_target),
                                     forces=[87.0] * 4 + [12.0] * 3, positionGains=[0.3] * 7, physicsClientId=c)
         p.setJointMotorControlArray(self.robot, list(_FINGERS), p.POSITION_CONTROL,
-                                    targetPositions=[gripper_target] * 2, forces=[40.0, 40.0], physicsClientId=c)
+                                    targetPositions=fingers, forces=[40.0, 40.0], physicsClientId=c)
         for _ in range(self.substeps):
             p.stepSimulation(physicsClientId=c)
 
@@ -281,13 +282,7 @@ class BulletPickPlace:
     def camera_pose(self, camera: str) -> np.ndarray:
         if camera == "cam_high":
             return _look_at(np.array([1.15, 0.0, 0.85]), np.array([0.45, 0.0, 0.0]), np.array([0.0, 0.0, 1.0]))
-        hand = self._link_pose(_HAND)
-        mount = np.eye(4)  # 6 cm off the hand's x axis, looking along the fingers, tilted 15 deg towards them
-        tilt = np.radians(15)
-        mount[:3, :3] = np.array([[0, -1, 0], [1, 0, 0], [0, 0, 1]]) @ np.array(
-            [[1, 0, 0], [0, np.cos(tilt), -np.sin(tilt)], [0, np.sin(tilt), np.cos(tilt)]])
-        mount[:3, 3] = [0.06, 0.0, 0.02]
-        return hand @ mount
+        return self._link_pose(_HAND) @ WRIST_CAMERA_IN_HAND
 
     def render(self) -> dict[str, CameraImage]:
         out = {}

@@ -34,7 +34,15 @@ from typing import Any
 import numpy as np
 
 from raygen._deps import require
-from raygen.actors.tasks.pick_place import GRIPPER_OPEN, HOME_Q, TCP_D, CameraImage, Scene, quat_wxyz
+from raygen.actors.tasks.pick_place import (
+    GRIPPER_OPEN,
+    HOME_Q,
+    TCP_D,
+    WRIST_CAMERA_IN_HAND,
+    CameraImage,
+    Scene,
+    quat_wxyz,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +154,7 @@ class IsaacPickPlace:
             "cam_high": Camera(prim_path="/World/cam_high", resolution=(self.width, self.height), frequency=int(fps),
                                position=np.array([1.15, 0.0, 0.85])),
             "cam_wrist": Camera(prim_path=f"{ROBOT_PATH}/panda_hand/cam_wrist", resolution=(self.width, self.height),
-                                frequency=int(fps), translation=np.array([0.06, 0.0, 0.02])),
+                                frequency=int(fps), translation=WRIST_CAMERA_IN_HAND[:3, 3].copy()),
         }
         self._material = PhysicsMaterial(prim_path="/World/Materials/grip", static_friction=1.5,
                                          dynamic_friction=1.5, restitution=0.0)
@@ -173,10 +181,10 @@ class IsaacPickPlace:
         self.cameras["cam_high"].set_world_pose(
             position=np.array([1.15, 0.0, 0.85]),
             orientation=euler_angles_to_quat(np.array([0.0, pitch, np.pi])), camera_axes="world")
-        # wrist camera: looks along the fingers (the hand's +z), tilted 15 degrees towards them
+        # wrist camera: the mount every simulator shares (OpenCV axes = Isaac's "ros" camera axes)
         self.cameras["cam_wrist"].set_local_pose(
-            translation=np.array([0.06, 0.0, 0.02]),
-            orientation=euler_angles_to_quat(np.array([np.radians(-15), 0.0, -np.pi / 2])), camera_axes="ros")
+            translation=WRIST_CAMERA_IN_HAND[:3, 3].copy(), orientation=quat_wxyz(WRIST_CAMERA_IN_HAND[:3, :3]),
+            camera_axes="ros")
 
     def _render(self, frames: int) -> None:
         for _ in range(frames):
@@ -212,8 +220,9 @@ class IsaacPickPlace:
                                                          target_orientation=DOWN_WXYZ)
         return np.asarray(action.joint_positions[:7], dtype=np.float64) if ok else None
 
-    def step(self, q_target: np.ndarray, gripper_target: float) -> None:
-        action = self._api["ArticulationAction"](joint_positions=np.concatenate([q_target, [gripper_target] * 2]))
+    def step(self, q_target: np.ndarray, gripper_target: float | np.ndarray) -> None:
+        fingers = np.broadcast_to(np.asarray(gripper_target, dtype=np.float64), (2,))
+        action = self._api["ArticulationAction"](joint_positions=np.concatenate([q_target, fingers]))
         self.robot.apply_action(action)
         self.world.step(render=True)  # one rendering_dt: 4 physics steps at 120 Hz
 

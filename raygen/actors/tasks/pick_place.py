@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from raygen.actors.spec import EpisodeSpec
-from raygen.datasets.episode import CameraFrames, Episode
+from raygen.datasets.episode import CameraFrames, Episode, continuous_quaternions
 
 __all__ = [
     "GRIPPER_CLOSED",
@@ -29,6 +29,7 @@ __all__ = [
     "PHASES",
     "PickPlaceParams",
     "PickPlaceSim",
+    "WRIST_CAMERA_IN_HAND",
     "Scene",
     "panda_fk",
     "quat_wxyz",
@@ -50,6 +51,25 @@ COLOURS = {
 }
 # Waypoints where the hand must be precise get noise on the wrist roll only (it does not move the grasp point).
 _PRECISE = {"DOWN_PICK", "CLOSE_GRIPPER", "DOWN_PLACE", "OPEN_GRIPPER"}
+STATE_NAMES = [*(f"joint_{i}" for i in range(7)), *(f"joint_{i}_vel" for i in range(7)), "finger_left",
+               "finger_right", "eef_x", "eef_y", "eef_z", "eef_qw", "eef_qx", "eef_qy", "eef_qz"]
+ACTION_NAMES = [*(f"joint_{i}" for i in range(7)), "gripper"]
+
+
+def _wrist_mount() -> np.ndarray:
+    """cam_wrist in the hand frame (panda_hand; OpenCV axes), the same on every simulator: 8 cm off the hand's
+    side, looking along the fingers and tilted 35 degrees towards them, the fingers' closing axis
+    horizontal in the image, so the fingers and a grasped object sit in the lower half of the view as
+    on a real wrist camera."""
+    tilt = np.radians(-35.0)
+    mount = np.eye(4)
+    mount[:3, :3] = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]) @ np.array(
+        [[1.0, 0.0, 0.0], [0.0, np.cos(tilt), -np.sin(tilt)], [0.0, np.sin(tilt), np.cos(tilt)]])
+    mount[:3, 3] = [0.08, 0.0, 0.0]
+    return mount
+
+
+WRIST_CAMERA_IN_HAND = _wrist_mount()
 
 
 @dataclass(frozen=True)
@@ -77,6 +97,9 @@ class PickPlaceParams:
     home_tol_rad: float = 0.15
     object_size: tuple[float, float] = (0.04, 0.055)
     """Edge length (cube) or diameter/height (cylinder), metres."""
+    gripper_speed: float = 0.05
+    """How fast each finger follows the commanded opening, m/s (the Franka hand: ~0.05; 1.7 mm a frame at
+    30 fps). Closing stops where the fingers meet the object; release opens at the same speed."""
 
     @classmethod
     def from_options(cls, options: dict[str, Any], *, where: str = "task") -> PickPlaceParams:
@@ -88,6 +111,8 @@ class PickPlaceParams:
         params = cls(**kw)
         if params.steps_per_segment < 2:
             raise ValueError(f"{where}.steps_per_segment: must be >= 2, got {params.steps_per_segment}")
+        if not params.gripper_speed > 0:
+            raise ValueError(f"{where}.gripper_speed: must be > 0 (m/s per finger), got {params.gripper_speed}")
         return params
 
     @property
@@ -194,7 +219,7 @@ class PickPlaceSim(Protocol):
 
     def reset(self, scene: Scene) -> None: ...
     def ik(self, target_xyz: np.ndarray, q_seed: np.ndarray) -> np.ndarray | None: ...
-    def step(self, q_target: np.ndarray, gripper_target: float) -> None: ...
+    def step(self, q_target: np.ndarray, gripper_target: float | np.ndarray) -> None: ...  # per finger, or both
     def joint_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...  # q[7], qd[7], fingers[2]
     def flange_pose(self) -> np.ndarray: ...  # [4,4]
     def tcp_position(self) -> np.ndarray: ...  # [3]
@@ -301,6 +326,9 @@ def run_pick_place(sim: PickPlaceSim, spec: EpisodeSpec, params: PickPlaceParams
     open_end = PHASES.index("OPEN_GRIPPER") * params.steps_per_segment - 1
 
     state = np.zeros((t_frames, 23), np.float32)
+    grip_cmd = np.zeros(t_frames)
+    step_m = params.gripper_speed / params.fps  # the most a finger target moves in one frame
+    held: np.ndarray | None = None  # while the object is attached, each finger holds where it met the object
     flange = np.zeros((t_frames, 4, 4))
     opening = np.zeros(t_frames)
     pads = np.zeros((t_frames, 2, 3))
@@ -320,7 +348,11 @@ def run_pick_place(sim: PickPlaceSim, spec: EpisodeSpec, params: PickPlaceParams
         for cam, img in sim.render().items():
             images[cam].append(img)
         t2 = time.perf_counter()
-        sim.step(q_tgt[t], g_tgt[t])
+        prev = grip_cmd[t - 1] if t else fingers.mean()
+        grip_cmd[t] = prev + float(np.clip(g_tgt[t] - prev, -step_m, step_m))  # the command (the action)
+        # the fixed joint holds a grasped object, so the fingers must not close through it: they stay where
+        # they met it (each its own side) until the command opens past them
+        sim.step(q_tgt[t], grip_cmd[t] if held is None else np.maximum(grip_cmd[t], held))
         if t == close_end:
             hand, obj = sim.tcp_position(), sim.object_position()
             grasp_distance = float(np.linalg.norm(hand - obj))
@@ -328,13 +360,15 @@ def run_pick_place(sim: PickPlaceSim, spec: EpisodeSpec, params: PickPlaceParams
             if near and abs(hand[2] - obj[2]) <= params.grasp_z_tol:
                 sim.attach()
                 grasped = attached = True
+                held = sim.joint_state()[2].copy()
         if t == open_end and attached:
             sim.detach()
             attached = False
+            held = None
         t_physics += (t1 - t0) + (time.perf_counter() - t2)
         t_render += t2 - t1
     for _ in range(int(params.fps)):  # let the object settle before judging (not recorded)
-        sim.step(q_tgt[-1], g_tgt[-1])
+        sim.step(q_tgt[-1], grip_cmd[-1])  # open and detached by now
     obj = sim.object_position()
     place_err = float(np.linalg.norm(obj[:2] - np.asarray(scene.place_xy)))
     q_final = sim.joint_state()[0]
@@ -342,7 +376,8 @@ def run_pick_place(sim: PickPlaceSim, spec: EpisodeSpec, params: PickPlaceParams
     resting = bool(-0.01 < obj[2] < scene.object_size)  # on the table: not held up, not fallen off
     success = grasped and place_err <= params.success_radius and at_home and resting
 
-    action = np.concatenate([q_tgt, g_tgt[:, None]], axis=1).astype(np.float32)
+    state[:, 19:23] = continuous_quaternions(state[:, 19:23])  # per frame it is w >= 0; along time, no flips
+    action = np.concatenate([q_tgt, grip_cmd[:, None]], axis=1).astype(np.float32)
     cameras = {}
     for cam in sim.camera_names:
         frames = images[cam]
@@ -371,6 +406,7 @@ def run_pick_place(sim: PickPlaceSim, spec: EpisodeSpec, params: PickPlaceParams
         },
         gripper_geometry=sim.gripper_geometry(),
         frame_features={"contact.pads": pads.astype(np.float32), "task.phase": phase.astype(np.int64)},
+        names={"observation.state": list(STATE_NAMES), "action": list(ACTION_NAMES)},
         metrics={
             "task.grasped": grasped, "task.grasp_distance_m": grasp_distance,
             "task.place_error_m": place_err, "task.at_home": at_home,
