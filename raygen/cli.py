@@ -51,7 +51,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 2
     else:
         config = load_config(args.config, args.set, args.output)
-    summary = run(config)
+    summary = run(config, verbose=args.verbose or args.run_verbose)
     print(summary.format())
     return 0 if summary.verify_ok in (True, None) and not summary.stopped and not summary.upload_error else 1
 
@@ -195,7 +195,8 @@ def _demo_bullet(args: argparse.Namespace, w) -> tuple[int, int]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="raygen", description="A Ray data factory for robot-learning datasets.")
     p.add_argument("--version", action="version", version=f"raygen {__version__}")
-    p.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level; `run` also shows Ray Data's "
+                   "per-operator progress tables")
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run a config: simulate, filter, add flow, encode, commit (resumes)")
@@ -203,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set stages.quality.min_score=0.8 (repeatable)")
     r.add_argument("--output", default=None, help="dataset folder (overrides output.path)")
+    r.add_argument("-v", "--verbose", dest="run_verbose", action="store_true",
+                   help="also Ray Data's per-operator progress tables and execution logs, and DEBUG logging")
     r.add_argument("--from-env", action="store_true", help="take the resolved config from $RAYGEN_CONFIG_YAML "
                    "(set by `raygen submit` in the job's runtime_env)")
     r.set_defaults(func=_cmd_run)
@@ -307,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.verbose = args.verbose or getattr(args, "run_verbose", False)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -351,7 +351,7 @@ class Committer:
         _append_ledger(self.root / L.LEDGER, entry)
         self._ledger.append(entry)
         shutil.rmtree(staged.path, ignore_errors=True)
-        logger.info("committed shard %s as chunk %03d file %03d: episodes %d-%d", manifest["shard_id"], chunk,
+        logger.debug("committed shard %s as chunk %03d file %03d: episodes %d-%d", manifest["shard_id"], chunk,
                     file, ep_from, ep_from + len(keys) - 1)
         return entry
 

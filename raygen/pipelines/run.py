@@ -32,6 +32,7 @@ from raygen.datasets import _layout as L
 from raygen.datasets._video import VideoSettings
 from raygen.datasets.encode import EncodedEpisode
 from raygen.datasets.writer import DatasetWriter
+from raygen.pipelines.progress import ProgressDisplay
 from raygen.pipelines.sources import Source, make_source
 
 logger = logging.getLogger(__name__)
@@ -304,8 +305,12 @@ def _build_stream(config: RunConfig, plan: Any, specs: list, rejects_dir: str, v
 
 
 def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dict[str, Any] | None = None,
-        verify: bool = True) -> RunSummary:
-    """Run ``config`` to the end (or until ``stop`` is set); returns the summary."""
+        verify: bool = True, show_progress: bool = True, verbose: bool = False) -> RunSummary:
+    """Run ``config`` to the end (or until ``stop`` is set); returns the summary.
+
+    ``show_progress``: the driver's progress display (raygen.pipelines.progress); ``verbose``: Ray Data's
+    own per-operator progress tables and execution logs too (off: they print ~13 lines every 10 s).
+    """
     import ray
 
     from raygen.actors.cores import StageCores
@@ -326,6 +331,7 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
     summary.planned, summary.skipped_done = len(specs), source.total - len(specs)
     diversity, stage_totals = _Diversity(), {}
     metrics: _Metrics | None = None
+    display: ProgressDisplay | None = None
     account = _Account()
     uploader = None
     clean = True
@@ -351,12 +357,15 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
             return summary
         if not ray.is_initialized():
             ray.init(log_to_driver=False)
+        _quiet_ray_data(verbose)
         plan = make_plan(config, discover())
         account.gpus_per_host = plan.num_gpus
         summary.plan = plan.describe()
         logger.info("plan: %s; %d episodes to make (%d already done)", summary.plan, len(specs),
                     summary.skipped_done)
         metrics = _Metrics()
+        if show_progress:  # rejects show as soon as a stage records them, before the driver folds them
+            display = ProgressDisplay(len(specs), pending_rejects=lambda: sum(1 for _ in rejects_dir.glob("*.json")))
         sweep_stale_scratch()  # scratch of hosts killed with an earlier run (Ray runs no finalizers)
         L.atomic_write_json(root / L.RUN, _run_record(config, plan, summary))
         stop_file = writer.committer.staging_dir / "STOP"
@@ -387,6 +396,8 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
                 if uploader is not None:
                     uploader.notify()
                 _progress(summary, progress, t0, len(specs))
+            if display is not None:
+                display.update(accepted=summary.accepted, rejected=summary.rejected, shards=summary.shards)
             stage_totals["driver"] = stage_totals.get("driver", 0.0) + time.perf_counter() - t_row
             metrics.spend(*account.add(0.0, time.thread_time() - c_row), config.cost)
             if stop is not None and stop.is_set():
@@ -400,6 +411,9 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
         raise
     finally:
         driver_cores.restore()
+        if display is not None:
+            display.update(accepted=summary.accepted, rejected=summary.rejected, shards=summary.shards)
+            display.close()
         fold_rejects()  # while the dataset is still ours
         shutil.rmtree(rejects_dir, ignore_errors=True)
         if stop is not None and stop.is_set():
@@ -436,6 +450,19 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
     return summary
 
 
+def _quiet_ray_data(verbose: bool) -> None:
+    """Ray Data's operator tables and execution logs only when asked for; its warnings and errors always."""
+    from ray.data import DataContext
+    from ray.util.debug import log_once
+
+    ctx = DataContext.get_current()
+    if not verbose:  # the display replaces them; Ray Data would warn once that they are off
+        log_once("ray_data_progress_manager_disabled")
+    ctx.enable_progress_bars = verbose
+    ctx.print_on_execution_start = verbose
+    logging.getLogger("ray.data").setLevel(logging.NOTSET if verbose else logging.WARNING)
+
+
 def _costs(summary: RunSummary, account: _Account, config: RunConfig) -> None:
     prices = config.cost
     summary.gpu_seconds, summary.cpu_seconds, summary.currency = account.gpu_s, account.cpu_s, prices.currency
@@ -467,7 +494,7 @@ def _progress(summary: RunSummary, progress: dict[str, Any], t0: float, total: i
     eta = (total - done) / rate * 60 if rate else float("nan")
     progress.update({"done": done, "accepted": summary.accepted, "rejected": summary.rejected, "total": total,
                      "episodes_per_minute": rate, "eta_s": eta, "shards": summary.shards})
-    logger.info("committed shard %d: %d/%d episodes (%d accepted, %d rejected), %.1f episodes/min, ETA %.0f s",
+    logger.debug("committed shard %d: %d/%d episodes (%d accepted, %d rejected), %.1f episodes/min, ETA %.0f s",
                 summary.shards, done, total, summary.accepted, summary.rejected, rate, eta)
 
 
@@ -511,7 +538,7 @@ def start(config: RunConfig) -> RunHandle:
 
     def target() -> None:
         try:
-            handle._result.append(run(config, stop=handle._stop, progress=handle.progress))
+            handle._result.append(run(config, stop=handle._stop, progress=handle.progress, show_progress=False))
         except BaseException as exc:  # handed to wait()
             handle._result.append(exc)
 
