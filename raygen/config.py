@@ -182,6 +182,10 @@ class OutputConfig(_Strict):
     video_codec: str = Field("libsvtav1", description="Colour video encoder (libsvtav1, libx264, ...).")
     crf: int = Field(30, ge=0, le=63, description="Video quality (lower is better).")
     gop: int = Field(2, ge=1, description="Keyframe interval.")
+    lerobot_depth: bool = Field(False, description="Also write each camera's depth as LeRobot >= 0.6 reads depth: "
+                                                   "a video feature observation.images.<cam>_depth, 12-bit "
+                                                   "log-quantized codes in lossless HEVC gray12le (not bit-exact; "
+                                                   "the FFV1 copy stays the source of truth).")
 
 
 class UploadConfig(_Strict):

@@ -16,6 +16,7 @@ q01, q10, q50, q90, q99 (numpy's default "linear" definition).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import cv2
 import numpy as np
@@ -165,6 +166,7 @@ class StatsAccumulator:
         self._numeric: dict[str, _NumericAccumulator] = {}
         self._hist: dict[str, np.ndarray] = {}
         self._frames: dict[str, int] = {}
+        self._depth: dict[str, Any] = {}
 
     def add_values(self, name: str, values: np.ndarray) -> None:
         x = np.asarray(values)
@@ -178,8 +180,17 @@ class StatsAccumulator:
             self._hist[name] = h.copy()
         self._frames[name] = self._frames.get(name, 0) + int(n_frames)
 
+    def add_depth(self, name: str, stats: Any, n_frames: int) -> None:
+        """A LeRobot depth video's raw-depth statistics (raygen.datasets.lerobot_depth.DepthStats)."""
+        self._depth[name] = self._depth[name].merge(stats) if name in self._depth else stats
+        self._frames[name] = self._frames.get(name, 0) + int(n_frames)
+
     def compute(self) -> dict[str, dict[str, np.ndarray]]:
+        from raygen.datasets.lerobot_depth import DepthQuantizer
+
         out = {name: acc.stats() for name, acc in self._numeric.items()}
         for name, hist in self._hist.items():
             out[name] = hist_stats(hist, self._frames[name])
+        for name, depth in self._depth.items():
+            out[name] = depth.stats(self._frames[name], DepthQuantizer())
         return out

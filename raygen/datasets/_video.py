@@ -267,8 +267,10 @@ def _iter_window(path: Path, start: float, n: int, fps: float) -> Iterator[av.Vi
         raise ValueError(f"{path}: expected {n} frames from t={start:.4f}s, the file has only {got}")
 
 
-def decode_window(path: Path, start: float, n: int, fps: float, *, depth: bool = False) -> np.ndarray:
-    """Decode ``n`` frames starting at ``start`` seconds: RGB [n,H,W,3] uint8 or depth [n,H,W] uint16."""
-    fmt = DEPTH_PIX_FMT if depth else "rgb24"
+def decode_window(path: Path, start: float, n: int, fps: float, *, depth: bool = False,
+                  pix_fmt: str | None = None) -> np.ndarray:
+    """Decode ``n`` frames starting at ``start`` seconds: RGB [n,H,W,3] uint8, depth [n,H,W] uint16, or
+    frames in ``pix_fmt`` (e.g. gray12le codes)."""
+    fmt = pix_fmt or (DEPTH_PIX_FMT if depth else "rgb24")
     frames = [f.to_ndarray(format=fmt) for f in _iter_window(path, start, n, fps)]
     return np.stack(frames)

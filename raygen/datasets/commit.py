@@ -39,7 +39,8 @@ from raygen.datasets._arrow import column_values
 from raygen.datasets._stats import STAT_KEYS, StatsAccumulator, numeric_stats, stats_to_json
 from raygen.datasets._video import DEPTH_CODEC, DEPTH_PIX_FMT, VideoSettings
 from raygen.datasets.encode import IMAGE_STATS_STRIDE, FeatureSpec
-from raygen.datasets.shard import FLOW, FRAMES, StagedShard
+from raygen.datasets.lerobot_depth import DepthQuantizer, DepthStats, depth_feature
+from raygen.datasets.shard import FLOW, FRAMES, StagedShard, depth_stream
 
 logger = logging.getLogger(__name__)
 
@@ -226,12 +227,17 @@ class Committer:
     def _load_shard_stats(self, entry: dict[str, Any], values: dict[str, list[np.ndarray]]) -> None:
         cf = {"chunk_index": entry["chunk_index"], "file_index": entry["file_index"]}
         record = L.read_json(self.root / L.SHARD_RECORD_PATH.format(**cf))
-        n = entry["frame_to"] - entry["frame_from"]
-        for cam, hist in record["histograms"].items():
-            self._stats.add_histogram(L.video_key(cam), np.asarray(hist), n)
+        self._add_image_stats(record, entry["frame_to"] - entry["frame_from"])
         table = pq.read_table(self.root / L.DATA_PATH.format(**cf))
         for name in table.column_names:
             values.setdefault(name, []).append(column_values(table.column(name)))
+
+    def _add_image_stats(self, shard: dict[str, Any], n_frames: int) -> None:
+        """A shard's pixel histograms (colour) and depth statistics (LeRobot depth videos) into the stats."""
+        for cam, hist in shard["histograms"].items():
+            self._stats.add_histogram(L.video_key(cam), np.asarray(hist), n_frames)
+        for cam, d in shard.get("depth_stats", {}).items():
+            self._stats.add_depth(L.video_key(depth_stream(cam)), DepthStats.from_json(d), n_frames)
 
     # ------------------------------------------------------------------ commit
     def commit(self, staged: StagedShard) -> dict[str, Any]:
@@ -289,10 +295,11 @@ class Committer:
         files.append(rel)
 
         # 2. videos and depth: already encoded and joined; move them
-        for cam in _video_cameras(manifest):
-            rel = L.VIDEO_PATH.format(video_key=L.video_key(cam), **cf)
-            _move(staged.path / "videos" / f"{cam}.mp4", self.root / rel)
+        for stream in _video_streams(manifest):
+            rel = L.VIDEO_PATH.format(video_key=L.video_key(stream), **cf)
+            _move(staged.path / "videos" / f"{stream}.mp4", self.root / rel)
             files.append(rel)
+        for cam in _video_cameras(manifest):
             if manifest["cameras"][cam]["has_depth"]:
                 rel = L.DEPTH_PATH.format(camera=cam, **cf)
                 _move(staged.path / "depth" / f"{cam}.mkv", self.root / rel)
@@ -320,14 +327,14 @@ class Committer:
                 for i, e in enumerate(manifest["episodes"])
             ],
             "histograms": manifest["histograms"],
+            "depth_stats": manifest.get("depth_stats", {}),
         }
         rel = L.SHARD_RECORD_PATH.format(**cf)
         L.atomic_write_json(self.root / rel, record, indent=None)
         files.append(rel)
 
         # 4. small metadata, then the commit point
-        for cam, hist in manifest["histograms"].items():
-            self._stats.add_histogram(L.video_key(cam), np.asarray(hist), len(ep_idx))
+        self._add_image_stats(manifest, len(ep_idx))
         for name, v in values.items():
             self._stats.add_values(name, v)
         self._tasks = tasks
@@ -395,6 +402,9 @@ class Committer:
                     "has_audio": False,
                 },
             }
+        lerobot_depth = {cam: c for cam, c in manifest["cameras"].items() if c.get("lerobot_depth")}
+        for cam, c in lerobot_depth.items():
+            features[L.video_key(depth_stream(cam))] = depth_feature(c["height"], c["width"], fps, DepthQuantizer())
         for name in DEFAULT_COLUMNS:
             features[name] = {"dtype": _DEFAULT_DTYPES[name], "shape": [1], "names": None}
         self._info = {
@@ -409,7 +419,7 @@ class Committer:
             "fps": fps_out,
             "splits": {},
             "data_path": L.DATA_PATH,
-            "video_path": L.VIDEO_PATH if _video_cameras(manifest) else None,
+            "video_path": L.VIDEO_PATH if _video_streams(manifest) else None,
             "features": features,
         }
         self._raygen_info = {
@@ -424,6 +434,8 @@ class Committer:
                 if c["has_depth"]
             },
             "depth_path": L.DEPTH_PATH,
+            "lerobot_depth": {cam: {"feature": L.video_key(depth_stream(cam)), **DepthQuantizer().info()}
+                              for cam in lerobot_depth},
             "flow_path": L.FLOW_PATH if manifest["has_flow"] else None,
             "shard_record_path": L.SHARD_RECORD_PATH,
             "image_stats_frame_stride": IMAGE_STATS_STRIDE,
@@ -475,8 +487,8 @@ class Committer:
             "dataset_from_index": pa.array((fr_from + starts[:-1]).tolist(), pa.int64()),
             "dataset_to_index": pa.array((fr_from + starts[1:]).tolist(), pa.int64()),
         }
-        for cam in _video_cameras(manifest):
-            vk = L.video_key(cam)
+        for stream in _video_streams(manifest):
+            vk = L.video_key(stream)
             cols[f"videos/{vk}/chunk_index"] = pa.array([cf["chunk_index"]] * n, pa.int64())
             cols[f"videos/{vk}/file_index"] = pa.array([cf["file_index"]] * n, pa.int64())
             cols[f"videos/{vk}/from_timestamp"] = pa.array([e["from_timestamp"] for e in eps], pa.float64())
@@ -516,6 +528,12 @@ class Committer:
 def _video_cameras(manifest: dict[str, Any]) -> list[str]:
     """Cameras whose frames the shard holds (a camera may be known by its calibration only)."""
     return [cam for cam, c in manifest["cameras"].items() if c.get("has_video", True)]
+
+
+def _video_streams(manifest: dict[str, Any]) -> list[str]:
+    """Every video of the shard, by stream name: the colour cameras, then the LeRobot depth copies."""
+    return _video_cameras(manifest) + [depth_stream(cam) for cam, c in manifest["cameras"].items()
+                                       if c.get("lerobot_depth")]
 
 
 def _layout_of(manifest: dict[str, Any]) -> dict[str, Any]:

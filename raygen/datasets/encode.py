@@ -25,6 +25,7 @@ from raygen.datasets.episode import (
     Episode,
     validate_episode,
 )
+from raygen.datasets.lerobot_depth import DepthQuantizer, DepthStats, encode_lerobot_depth
 
 __all__ = ["EncodedEpisode", "FeatureSpec", "encode_episode"]
 
@@ -71,6 +72,10 @@ class EncodedEpisode:
     flow: np.ndarray | None = None
     resolution: dict[str, tuple[int, int]] = field(default_factory=dict)
     """Every camera -> (height, width), those without frames too."""
+    depth_videos: dict[str, bytes] = field(default_factory=dict)
+    """Camera -> LeRobot >= 0.6 depth segment (HEVC gray12le codes), when output.lerobot_depth is on."""
+    depth_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Camera -> DepthStats (JSON) of the raw depth of every IMAGE_STATS_STRIDE-th frame, for those."""
 
     @property
     def length(self) -> int:
@@ -89,6 +94,7 @@ class EncodedEpisode:
                 {k: [v.dtype, list(v.shape), v.names, v.source_shape] for k, v in self.features.items()}
             ),
             "resolution": json.dumps({k: list(v) for k, v in self.resolution.items()}),
+            "depth_stats": json.dumps(self.depth_stats),
         }
         for k, v in self.columns.items():
             row["col." + k] = v
@@ -98,6 +104,8 @@ class EncodedEpisode:
             row["depth." + k] = v
         for k, v in self.histograms.items():
             row["hist." + k] = v
+        for k, v in self.depth_videos.items():
+            row["ldepth." + k] = v
         if self.flow is not None:
             row["flow"] = self.flow
         return row
@@ -126,6 +134,8 @@ class EncodedEpisode:
             histograms=pick("hist.", np.asarray),
             flow=None if row.get("flow") is None else np.asarray(row["flow"]),
             resolution={k: tuple(v) for k, v in json.loads(str(row["resolution"])).items()},
+            depth_videos=pick("ldepth.", bytes),
+            depth_stats=json.loads(str(row.get("depth_stats") or "{}")),
         )
 
 
@@ -153,11 +163,13 @@ def encode_episode(
     *,
     validate: bool = True,
     workers: int = 2,
+    lerobot_depth: DepthQuantizer | None = None,
 ) -> EncodedEpisode:
     """Encode every camera (colour to MP4, depth to FFV1) and lay out the per-frame columns.
 
     The streams of one episode are encoded concurrently on ``workers`` threads
-    (FFmpeg encoders run without the GIL).
+    (FFmpeg encoders run without the GIL). ``lerobot_depth``: also each depth as LeRobot >= 0.6 reads it
+    (raygen.datasets.lerobot_depth), beside the bit-exact FFV1 copy.
     """
     video = video or VideoSettings()
     if validate:
@@ -220,6 +232,10 @@ def encode_episode(
             if cam.depth is not None:
                 jobs[("depth", name)] = pool.submit(encode_depth, cam.depth, fps, video.threads)
                 jobs[("crc", name)] = pool.submit(_crc32, cam.depth)
+                if lerobot_depth is not None:
+                    jobs[("ldepth", name)] = pool.submit(encode_lerobot_depth, cam.depth, fps, lerobot_depth)
+                    jobs[("dstats", name)] = pool.submit(DepthStats.of, cam.depth[::IMAGE_STATS_STRIDE],
+                                                         lerobot_depth)
             jobs[("hist", name)] = pool.submit(image_histogram, cam.rgb[::IMAGE_STATS_STRIDE])
         done = {k: f.result() for k, f in jobs.items()}
     videos = {n: done[("video", n)] for n in framed}
@@ -250,4 +266,6 @@ def encode_episode(
         record=record,
         flow=None if episode.flow is None else np.asarray(episode.flow, dtype=np.float32),
         resolution={n: cam.resolution for n, cam in episode.cameras.items()},
+        depth_videos={n: v for (kind, n), v in done.items() if kind == "ldepth"},
+        depth_stats={n: v.to_json() for (kind, n), v in done.items() if kind == "dstats"},
     )

@@ -9,6 +9,7 @@ indices, chunk/file) that only the committer may assign:
                               per-episode image stats), histograms
       frames.parquet          per-frame columns, one row group per episode
       videos/<camera>.mp4     colour segments joined by stream copy
+      videos/<camera>_depth.mp4   LeRobot >= 0.6 depth (HEVC gray12le codes), when asked for
       depth/<camera>.mkv      FFV1 depth segments joined by stream copy
       flow.parquet            normalized flow (only when episodes carry it)
 
@@ -35,8 +36,9 @@ from raygen.datasets._layout import atomic_write_json, new_id
 from raygen.datasets._stats import hist_stats, stats_to_json
 from raygen.datasets._video import VideoSettings, concat_segments, probe_timestamps, window_problem
 from raygen.datasets.encode import EncodedEpisode, FeatureSpec
+from raygen.datasets.lerobot_depth import DepthQuantizer, DepthStats
 
-__all__ = ["ShardWriter", "StagedShard", "frames_schema"]
+__all__ = ["ShardWriter", "StagedShard", "depth_stream", "frames_schema"]
 
 MANIFEST = "manifest.json"
 FRAMES = "frames.parquet"
@@ -143,17 +145,27 @@ class ShardWriter:
         for cam in first.depth:
             (tmp / "depth").mkdir(exist_ok=True)
             _join(tmp / "depth" / f"{cam}.mkv", [e.depth[cam] for e in eps], lengths, starts, fps, 1.1e-3)
+        for cam in first.depth_videos:  # LeRobot >= 0.6 depth: a video stream like the colour ones
+            (tmp / "videos").mkdir(exist_ok=True)
+            _join(tmp / "videos" / f"{depth_stream(cam)}.mp4", [e.depth_videos[cam] for e in eps], lengths,
+                  starts, fps, 1e-4)
         if first.flow is not None:
             _write_flow(tmp / FLOW, eps)
 
         starts = np.concatenate([[0], np.cumsum(lengths)])
         episodes = []
         shard_hist = {cam: np.zeros_like(h) for cam, h in first.histograms.items()}
+        shard_depth: dict[str, DepthStats] = {}
+        quantizer = DepthQuantizer()
         for i, e in enumerate(eps):
             img_stats = {}
             for cam, h in e.histograms.items():
                 img_stats[cam] = stats_to_json(hist_stats(h, e.length))
                 shard_hist[cam] += h
+            for cam, d in e.depth_stats.items():
+                ds = DepthStats.from_json(d)
+                img_stats[depth_stream(cam)] = stats_to_json(ds.stats(e.length, quantizer))
+                shard_depth[cam] = shard_depth[cam].merge(ds) if cam in shard_depth else ds
             episodes.append(
                 {
                     "episode_key": e.episode_key,
@@ -179,6 +191,7 @@ class ShardWriter:
             "has_flow": first.flow is not None,
             "episodes": episodes,
             "histograms": {cam: h.tolist() for cam, h in shard_hist.items()},
+            "depth_stats": {cam: d.to_json() for cam, d in shard_depth.items()},
         }
         atomic_write_json(tmp / MANIFEST, manifest, indent=None)
         final = self.staging_dir / self.shard_id
@@ -193,7 +206,14 @@ def _camera_layout(e: EncodedEpisode, cam: str) -> dict[str, Any]:
     method = e.record["cameras"].get(cam, {}).get("info", {}).get("depth_method")
     if method and cam in e.depth:
         out["depth_method"] = method
+    if cam in e.depth_videos:
+        out["lerobot_depth"] = True
     return out
+
+
+def depth_stream(camera: str) -> str:
+    """The stream name of a camera's LeRobot depth video (its feature: observation.images.<camera>_depth)."""
+    return f"{camera}_depth"
 
 
 def _join(path: Path, segments: list[bytes], lengths: list[int], starts: np.ndarray, fps: float, tol: float) -> None:
@@ -243,6 +263,8 @@ def _check_same_layout(a: EncodedEpisode, b: EncodedEpisode) -> None:
         problems.append(f"cameras with frames {sorted(b.videos)} != {sorted(a.videos)}")
     if set(a.depth) != set(b.depth):
         problems.append(f"depth cameras {sorted(b.depth)} != {sorted(a.depth)}")
+    if set(a.depth_videos) != set(b.depth_videos):
+        problems.append(f"LeRobot depth cameras {sorted(b.depth_videos)} != {sorted(a.depth_videos)}")
     if (a.flow is None) != (b.flow is None):
         problems.append("flow present in one episode but not the other")
     if problems:

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from raygen.datasets import _layout as L
 from raygen.datasets._stats import STAT_KEYS
 from raygen.datasets._video import DEPTH_CODEC, DEPTH_PIX_FMT, decode_window, probe_timestamps, window_problem
+from raygen.datasets.lerobot_depth import LEROBOT_DEPTH_CODEC, LEROBOT_DEPTH_PIX_FMT, DepthQuantizer
 
 __all__ = ["Check", "VerifyReport", "verify_dataset"]
 
@@ -293,6 +294,10 @@ def _check_streams(ctx: _Ctx, c: Check, key: str, template: str, tol: float, dep
                    f"{info['pix_fmt']}")
         if not depth:
             want = ctx.info["features"][key].get("info", {})
+            if want.get("is_depth_map") and (info["codec"], info["pix_fmt"]) != (LEROBOT_DEPTH_CODEC,
+                                                                                 LEROBOT_DEPTH_PIX_FMT):
+                c.fail(f"{path}: a LeRobot depth map must be {LEROBOT_DEPTH_CODEC} {LEROBOT_DEPTH_PIX_FMT}, found "
+                       f"{info['codec']} {info['pix_fmt']}")
             if want.get("video.height") not in (None, info["height"]) or want.get("video.width") not in (
                 None, info["width"]):
                 c.fail(f"{path}: {info['width']}x{info['height']} but info.json says "
@@ -366,6 +371,44 @@ def _check_depth(ctx: _Ctx, c: Check) -> None:
         template = ctx.raygen_info["depth_path"].replace("{camera}", cam)
         n += _check_streams(ctx, c, cam, template, DEPTH_TOL_S, True)
     c.summary = f"{len(cams)} cameras, {n} files, FFV1 gray16le, decoded and bit-exact against written checksums"
+    copies = ctx.raygen_info.get("lerobot_depth") or {}
+    for cam, spec in copies.items():
+        _compare_lerobot_depth(ctx, c, cam, spec)
+    if copies:
+        c.summary += (f"; LeRobot depth videos of {len(copies)} cameras agree with them within the quantizer's "
+                      "step")
+
+
+def _compare_lerobot_depth(ctx: _Ctx, c: Check, cam: str, spec: dict[str, Any]) -> None:
+    """The LeRobot copy of a camera's depth, dequantized as LeRobot does, against the bit-exact FFV1 copy:
+    every valid pixel within half a quantizer step (plus rounding)."""
+    assert ctx.info is not None and ctx.episodes is not None
+    key = spec["feature"]
+    quantizer = DepthQuantizer(depth_min=spec["video.depth_min"], depth_max=spec["video.depth_max"],
+                               shift=spec["video.shift"], use_log=spec["video.use_log"])
+    for r in ctx.episodes:
+        rgb = L.video_key(cam)  # FFV1 depth sits at its colour video's position
+        vpath = ctx.info["video_path"].format(video_key=key, chunk_index=r[f"videos/{key}/chunk_index"],
+                                              file_index=r[f"videos/{key}/file_index"])
+        dpath = ctx.raygen_info["depth_path"].format(camera=cam, chunk_index=r[f"videos/{rgb}/chunk_index"],
+                                                    file_index=r[f"videos/{rgb}/file_index"])
+        try:
+            codes = decode_window(ctx.root / vpath, r[f"videos/{key}/from_timestamp"], r["length"], ctx.fps,
+                                  pix_fmt=LEROBOT_DEPTH_PIX_FMT)
+            exact = decode_window(ctx.root / dpath, r[f"videos/{rgb}/from_timestamp"], r["length"], ctx.fps,
+                                  depth=True)
+        except Exception as exc:
+            c.fail(f"{vpath}: episode {r['episode_index']} does not decode ({type(exc).__name__}: {exc})")
+            continue
+        got = quantizer.dequantize(codes)
+        lo, hi = quantizer.depth_min * 1000.0, quantizer.depth_max * 1000.0
+        valid = (exact >= lo) & (exact <= hi)
+        err = np.abs(got[valid] - exact[valid])
+        bound = quantizer.step_mm(exact[valid]) / 2 + 0.51
+        if err.size and np.any(err > bound):
+            worst = int(np.argmax(err - bound))
+            c.fail(f"{vpath}: episode {r['episode_index']}: LeRobot depth differs from the FFV1 depth by "
+                   f"{err[worst]:.2f} mm at {exact[valid][worst]} mm (allowed {bound[worst]:.2f} mm)")
 
 
 def _check_stats(ctx: _Ctx, c: Check) -> None:
@@ -385,8 +428,9 @@ def _check_stats(ctx: _Ctx, c: Check) -> None:
         if count != ctx.info.get("total_frames"):
             c.fail(f"{L.STATS}: {name} count = {count}, total_frames = {ctx.info.get('total_frames')}")
         shape = np.asarray(stats[name]["mean"]).shape
-        if f["dtype"] == "video" and shape != (3, 1, 1):
-            c.fail(f"{L.STATS}: {name} image stats must have shape (3,1,1), got {shape}")
+        want = (1, 1, 1) if f.get("info", {}).get("is_depth_map") else (3, 1, 1)
+        if f["dtype"] == "video" and shape != want:
+            c.fail(f"{L.STATS}: {name} image stats must have shape {want}, got {shape}")
     c.summary = f"{len(stats)} features with {', '.join(STAT_KEYS)}"
 
 

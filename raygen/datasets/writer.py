@@ -25,6 +25,7 @@ from raygen.datasets._video import VideoSettings
 from raygen.datasets.commit import Committer
 from raygen.datasets.encode import EncodedEpisode, encode_episode
 from raygen.datasets.episode import Episode
+from raygen.datasets.lerobot_depth import DepthQuantizer
 from raygen.datasets.shard import ShardWriter
 
 logger = logging.getLogger(__name__)
@@ -41,12 +42,15 @@ class DatasetWriter:
         shard_size: int = 16,
         chunks_size: int = DEFAULT_CHUNKS_SIZE,
         encode_workers: int = 4,
+        lerobot_depth: bool = False,
     ):
         if shard_size < 1:
             raise ValueError(f"shard_size: must be >= 1, got {shard_size}")
         self.video = video or VideoSettings()
         self.shard_size = shard_size
         self.encode_workers = encode_workers
+        self.lerobot_depth = DepthQuantizer() if lerobot_depth else None
+        """Also write LeRobot >= 0.6 depth videos (raygen.datasets.lerobot_depth) beside the FFV1 depth."""
         self.committer = Committer(root, chunks_size=chunks_size)
         self._shard: ShardWriter | None = None
         self._pending: set[str] = set()
@@ -64,7 +68,8 @@ class DatasetWriter:
     def add(self, episode: Episode) -> None:
         """Validate, encode and add one episode; commits a shard every ``shard_size`` episodes."""
         self._check_key(episode.episode_key)
-        self.add_encoded(encode_episode(episode, self.video, workers=self.encode_workers))
+        self.add_encoded(encode_episode(episode, self.video, workers=self.encode_workers,
+                                        lerobot_depth=self.lerobot_depth))
 
     def add_encoded(self, encoded: EncodedEpisode) -> dict[str, Any] | None:
         """Add an encoded episode; returns the ledger entry when this completed and committed a shard."""

@@ -300,7 +300,8 @@ def _build_stream(config: RunConfig, plan: Any, specs: list, rejects_dir: str, v
     ds = stage(DiversityStage, {"reject_duplicates": st.diversity.reject_duplicates,
                                 "threshold": st.diversity.duplicate_threshold, "rejects_dir": rejects_dir},
                ActorPoolStrategy(size=1), 256, 2)
-    return stage(EncodeStage, {"video": video, "threads": max(1, math.ceil(stage_cpu))},
+    return stage(EncodeStage, {"video": video, "threads": max(1, math.ceil(stage_cpu)),
+                               "lerobot_depth": config.output.lerobot_depth},
                  ActorPoolStrategy(min_size=1, max_size=2), 384, 3)
 
 
@@ -323,7 +324,8 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
     summary = RunSummary(path=str(root))
     progress = progress if progress is not None else {}
     t0 = time.perf_counter()
-    writer = DatasetWriter(root, video=video, shard_size=config.output.shard_size)
+    writer = DatasetWriter(root, video=video, shard_size=config.output.shard_size,
+                           lerobot_depth=config.output.lerobot_depth)
     rejects_dir = writer.committer.staging_dir / "rejects"
     rejects_dir.mkdir(parents=True, exist_ok=True)
     done = set(writer.committed_keys) | rejected_keys(root)

@@ -21,6 +21,7 @@ from raygen.datasets._layout import atomic_write_json
 from raygen.datasets._video import VideoSettings
 from raygen.datasets.encode import encode_episode
 from raygen.datasets.episode import Episode, episode_from_row, episode_to_row
+from raygen.datasets.lerobot_depth import DepthQuantizer
 from raygen.pipelines.flow import add_flow
 from raygen.pipelines.quality import QualitySettings, assess
 
@@ -163,15 +164,17 @@ class EncodeStage:
     encoded at once and FFmpeg's thread count; libsvtav1 ignores the latter and sizes its own pool. With
     ``pin`` every thread, the encoders' too, stays off the simulators' cores (raygen.actors.cores)."""
 
-    def __init__(self, video: VideoSettings, threads: int = 1, pin: bool = False):
+    def __init__(self, video: VideoSettings, threads: int = 1, pin: bool = False, lerobot_depth: bool = False):
         self.threads = max(1, int(threads))
         self.video = video if video.threads else dataclasses.replace(video, threads=self.threads)
         self.cores = StageCores(pin)
+        self.lerobot_depth = DepthQuantizer() if lerobot_depth else None
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         self.cores.apply()
         t0, c0 = time.perf_counter(), time.process_time()
-        enc = encode_episode(episode_from_row(batch_to_row(batch)), self.video, workers=self.threads)
+        enc = encode_episode(episode_from_row(batch_to_row(batch)), self.video, workers=self.threads,
+                             lerobot_depth=self.lerobot_depth)
         enc.record["metrics"]["timing.encode_s"] = time.perf_counter() - t0
         enc.record["metrics"]["cpu.encode_s"] = time.process_time() - c0
         return row_to_batch(enc.to_row())
