@@ -1,4 +1,4 @@
-"""The `raygen` command line: run, upload, verify, droid, bench, demo."""
+"""The `raygen` command line: run, verify, view, report, upload, submit, droid, bench, demo."""
 
 from __future__ import annotations
 
@@ -105,6 +105,22 @@ def _cmd_droid_calibrate(args: argparse.Namespace) -> int:
     print(report.format())
     print(f"calibration cache: {args.out} (use it with source.droid.calibration_cache)")
     return 1 if report.failed else 0
+
+
+def _cmd_view(args: argparse.Namespace) -> int:
+    from raygen.viz.view import view_episode
+
+    rec = view_episode(args.path, args.episode, save=args.save)
+    print(f"episode {rec} " + (f"saved to {args.save} (open it with: rerun {args.save})" if args.save
+                               else "sent to the rerun viewer"))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from raygen.viz.report import write_report
+
+    print(f"report: {write_report(args.path, args.out)}")
+    return 0
 
 
 def _cmd_bench_worker(args: argparse.Namespace) -> int:
@@ -228,6 +244,20 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("path", help="dataset root (the folder holding meta/info.json)")
     v.add_argument("--decode", action="store_true", help="also decode every RGB frame (depth is always decoded)")
     v.set_defaults(func=_cmd_verify)
+
+    vw = sub.add_parser("view", help="look at one episode in rerun: frames with their 2D tracks, depth, 3D tracks, "
+                        "gripper and camera poses over time")
+    vw.add_argument("path", help="dataset root")
+    vw.add_argument("--episode", default="0", help="episode index or key (default 0)")
+    vw.add_argument("--save", default=None, metavar="FILE.rrd",
+                    help="write a rerun recording instead of opening the viewer (machines without a display)")
+    vw.set_defaults(func=_cmd_view)
+
+    rp = sub.add_parser("report", help="one HTML page with plots: coverage, viewpoints, quality, rejects, stage "
+                        "seconds, cost, diversity recommendations")
+    rp.add_argument("path", help="dataset root")
+    rp.add_argument("--out", default=None, help="the page to write (default: DATASET/report.html)")
+    rp.set_defaults(func=_cmd_report)
 
     u = sub.add_parser("upload", help="upload (or finish uploading) a dataset in batches, exactly once")
     u.add_argument("path", help="dataset root")

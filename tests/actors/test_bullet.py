@@ -44,9 +44,7 @@ def test_worker_process_returns_a_valid_episode(tmp_path):
     assert ep.cameras["cam_high"].rgb.shape == (t, 32, 48, 3) and ep.cameras["cam_wrist"].depth.dtype == np.uint16
     assert ep.cameras["cam_high"].pose.shape == (4, 4) and ep.cameras["cam_wrist"].pose.shape == (t, 4, 4)
     assert ep.frame_features["contact.pads"].shape == (t, 2, 3)
-    grip = ep.action[:, 7]  # the gripper command: open, closed, open again, at the fingers' speed
-    assert grip[0] == pytest.approx(0.04) and grip.min() == pytest.approx(0.0, abs=1e-6)
-    assert np.abs(np.diff(grip)).max() <= PickPlaceParams().gripper_speed / 30.0 + 1e-6
+    assert set(np.unique(ep.action[:, 7]).tolist()) == {0.0, np.float32(0.04).item()}  # the command: open/close
     assert ep.names["observation.state"][19:23] == ["eef_qw", "eef_qx", "eef_qy", "eef_qz"]
     assert ep.provenance["backend"] == "bullet" and ep.provenance["seed"] == 0
     assert host.backend_info["capabilities"]["renderer"] in ("tiny", "egl")

@@ -98,8 +98,9 @@ class PickPlaceParams:
     object_size: tuple[float, float] = (0.04, 0.055)
     """Edge length (cube) or diameter/height (cylinder), metres."""
     gripper_speed: float = 0.05
-    """How fast each finger follows the commanded opening, m/s (the Franka hand: ~0.05; 1.7 mm a frame at
-    30 fps). Closing stops where the fingers meet the object; release opens at the same speed."""
+    """How fast each finger follows the gripper command, m/s (the Franka hand: ~0.05; 1.7 mm a frame at
+    30 fps). The command (the action) switches open/closed; the fingers move at this speed, stop where they
+    meet the object, and part from it at this speed when the command opens."""
 
     @classmethod
     def from_options(cls, options: dict[str, Any], *, where: str = "task") -> PickPlaceParams:
@@ -326,8 +327,8 @@ def run_pick_place(sim: PickPlaceSim, spec: EpisodeSpec, params: PickPlaceParams
     open_end = PHASES.index("OPEN_GRIPPER") * params.steps_per_segment - 1
 
     state = np.zeros((t_frames, 23), np.float32)
-    grip_cmd = np.zeros(t_frames)
-    step_m = params.gripper_speed / params.fps  # the most a finger target moves in one frame
+    step_m = params.gripper_speed / params.fps  # the most a finger moves in one frame
+    fingers_to: np.ndarray | None = None  # where the fingers are driven this frame (each its own)
     held: np.ndarray | None = None  # while the object is attached, each finger holds where it met the object
     flange = np.zeros((t_frames, 4, 4))
     opening = np.zeros(t_frames)
@@ -348,11 +349,15 @@ def run_pick_place(sim: PickPlaceSim, spec: EpisodeSpec, params: PickPlaceParams
         for cam, img in sim.render().items():
             images[cam].append(img)
         t2 = time.perf_counter()
-        prev = grip_cmd[t - 1] if t else fingers.mean()
-        grip_cmd[t] = prev + float(np.clip(g_tgt[t] - prev, -step_m, step_m))  # the command (the action)
-        # the fixed joint holds a grasped object, so the fingers must not close through it: they stay where
-        # they met it (each its own side) until the command opens past them
-        sim.step(q_tgt[t], grip_cmd[t] if held is None else np.maximum(grip_cmd[t], held))
+        if attached and g_tgt[t] > held.max():  # the command opens: the object is let go as the fingers part
+            sim.detach()
+            attached, held = False, None
+        # the fingers follow the command at the gripper's speed; while the fixed joint holds the object they
+        # stay where they met it (each on its own side) instead of closing through it
+        goal = np.full(2, g_tgt[t]) if held is None else np.maximum(g_tgt[t], held)
+        prev = fingers.astype(np.float64) if fingers_to is None else fingers_to
+        fingers_to = prev + np.clip(goal - prev, -step_m, step_m)
+        sim.step(q_tgt[t], fingers_to)
         if t == close_end:
             hand, obj = sim.tcp_position(), sim.object_position()
             grasp_distance = float(np.linalg.norm(hand - obj))
@@ -360,15 +365,15 @@ def run_pick_place(sim: PickPlaceSim, spec: EpisodeSpec, params: PickPlaceParams
             if near and abs(hand[2] - obj[2]) <= params.grasp_z_tol:
                 sim.attach()
                 grasped = attached = True
-                held = sim.joint_state()[2].copy()
+                held = fingers_to = sim.joint_state()[2].copy()
         if t == open_end and attached:
             sim.detach()
-            attached = False
-            held = None
+            attached, held = False, None
         t_physics += (t1 - t0) + (time.perf_counter() - t2)
         t_render += t2 - t1
     for _ in range(int(params.fps)):  # let the object settle before judging (not recorded)
-        sim.step(q_tgt[-1], grip_cmd[-1])  # open and detached by now
+        fingers_to = fingers_to + np.clip(g_tgt[-1] - fingers_to, -step_m, step_m)
+        sim.step(q_tgt[-1], fingers_to)
     obj = sim.object_position()
     place_err = float(np.linalg.norm(obj[:2] - np.asarray(scene.place_xy)))
     q_final = sim.joint_state()[0]
@@ -377,7 +382,7 @@ def run_pick_place(sim: PickPlaceSim, spec: EpisodeSpec, params: PickPlaceParams
     success = grasped and place_err <= params.success_radius and at_home and resting
 
     state[:, 19:23] = continuous_quaternions(state[:, 19:23])  # per frame it is w >= 0; along time, no flips
-    action = np.concatenate([q_tgt, grip_cmd[:, None]], axis=1).astype(np.float32)
+    action = np.concatenate([q_tgt, g_tgt[:, None]], axis=1).astype(np.float32)  # the gripper command itself
     cameras = {}
     for cam in sim.camera_names:
         frames = images[cam]

@@ -1,0 +1,1 @@
+"""Looking at what raygen made: `raygen view` (an episode in rerun) and `raygen report` (one HTML page)."""
