@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 from raygen import __version__
 from raygen.datasets import _layout as L
 from raygen.datasets._arrow import column_values
-from raygen.datasets._stats import STAT_KEYS, StatsAccumulator, numeric_stats, stats_to_json
+from raygen.datasets._stats import RANK_ERROR, SKETCH_K, STAT_KEYS, StatsAccumulator, numeric_stats, stats_to_json
 from raygen.datasets._video import DEPTH_CODEC, DEPTH_PIX_FMT, VideoSettings
 from raygen.datasets.encode import IMAGE_STATS_STRIDE, FeatureSpec
 from raygen.datasets.lerobot_depth import DepthQuantizer, DepthStats, depth_feature
@@ -161,17 +161,24 @@ class Committer:
         if not self._ledger:
             for rel in (L.INFO, L.STATS, L.TASKS, L.RAYGEN_INFO):
                 (root / rel).unlink(missing_ok=True)
+            shutil.rmtree(root / L.STATS_STATE_DIR, ignore_errors=True)
             return
         self._info = L.read_json(info_path)
         self._raygen_info = L.read_json(root / L.RAYGEN_INFO)
-        values: dict[str, list[np.ndarray]] = {}
         for entry in self._ledger:
             self._tasks.update(entry["new_tasks"])
             self._keys.update(entry["episodes"])
-            self._load_shard_stats(entry, values)
         self._total_frames = self._ledger[-1]["frame_to"]
-        for name, chunks in values.items():  # one sorted merge per feature, not one per shard
-            self._stats.add_values(name, np.concatenate(chunks))
+        last = self._ledger[-1]["seq"]
+        state = self._state_path(last)
+        if state.exists():  # the statistics as of the last commit: no data file is read
+            self._stats = StatsAccumulator.from_bytes(state.read_bytes())
+        else:  # a dataset from before raygen saved them: rebuilt from the data once, then saved
+            logger.info("%s: rebuilding the statistics from the data files (once)", root)
+            for entry in self._ledger:
+                self._load_shard_stats(entry)
+            L.atomic_write_bytes(state, self._stats.to_bytes())
+        self._prune_states(last)
         self._write_meta()
         logger.info("opened %s: %d shards, %d episodes, %d frames", root, len(self._ledger),
                     self.total_episodes, self.total_frames)
@@ -224,13 +231,25 @@ class Committer:
                 "the dataset lost committed data. Restore them or start a new dataset."
             )
 
-    def _load_shard_stats(self, entry: dict[str, Any], values: dict[str, list[np.ndarray]]) -> None:
+    def _load_shard_stats(self, entry: dict[str, Any]) -> None:
         cf = {"chunk_index": entry["chunk_index"], "file_index": entry["file_index"]}
         record = L.read_json(self.root / L.SHARD_RECORD_PATH.format(**cf))
         self._add_image_stats(record, entry["frame_to"] - entry["frame_from"])
         table = pq.read_table(self.root / L.DATA_PATH.format(**cf))
         for name in table.column_names:
-            values.setdefault(name, []).append(column_values(table.column(name)))
+            self._stats.add_values(name, column_values(table.column(name)))
+
+    def _state_path(self, seq: int) -> Path:
+        return self.root / L.STATS_STATE.format(seq=seq)
+
+    def _prune_states(self, keep: int) -> None:
+        """Remove saved statistics other than those of commit ``keep`` (older ones, or a newer one an
+        interrupted commit left)."""
+        folder = self.root / L.STATS_STATE_DIR
+        if folder.is_dir():
+            for p in folder.iterdir():
+                if p.name != self._state_path(keep).name:
+                    p.unlink(missing_ok=True)
 
     def _add_image_stats(self, shard: dict[str, Any], n_frames: int) -> None:
         """A shard's pixel histograms (colour) and depth statistics (LeRobot depth videos) into the stats."""
@@ -355,8 +374,10 @@ class Committer:
             "committed_at": _now(),
         }
         self._write_meta()
+        L.atomic_write_bytes(self._state_path(seq), self._stats.to_bytes())  # the statistics as of this commit
         _append_ledger(self.root / L.LEDGER, entry)
         self._ledger.append(entry)
+        self._prune_states(seq)
         shutil.rmtree(staged.path, ignore_errors=True)
         logger.debug("committed shard %s as chunk %03d file %03d: episodes %d-%d", manifest["shard_id"], chunk,
                     file, ep_from, ep_from + len(keys) - 1)
@@ -439,6 +460,8 @@ class Committer:
             "flow_path": L.FLOW_PATH if manifest["has_flow"] else None,
             "shard_record_path": L.SHARD_RECORD_PATH,
             "image_stats_frame_stride": IMAGE_STATS_STRIDE,
+            "stats": {"numeric": "exact count, min, max, mean, std; quantiles from KLL sketches (Apache "
+                                 "DataSketches)", "sketch_k": SKETCH_K, "quantile_rank_error": RANK_ERROR},
             "flattened_features": {
                 name: f["source_shape"] for name, f in manifest["features"].items() if f.get("source_shape")
             },

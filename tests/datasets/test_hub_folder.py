@@ -15,11 +15,13 @@ from tests.conftest import small_episodes
 
 
 def local_files(root: Path) -> dict[str, bytes]:
-    """What an upload of ``root`` must deliver: everything but the lock, the upload ledger and staging."""
+    """What an upload of ``root`` must deliver: everything but the lock, the upload ledger, staging and the
+    saved statistics state (local to the writer)."""
     out = {}
     for p in root.rglob("*"):
         rel = p.relative_to(root).as_posix()
-        if p.is_file() and rel not in (L.LOCK, L.UPLOADS) and not rel.startswith(L.STAGING + "/"):
+        if p.is_file() and rel not in (L.LOCK, L.UPLOADS) and not rel.startswith((L.STAGING + "/",
+                                                                                  L.STATS_STATE_DIR + "/")):
             out[rel] = p.read_bytes()
     return out
 
