@@ -193,10 +193,11 @@ def bench_pipeline(config_path: str, *, episodes: int = 16, size: int = 64, work
 
     import ray
 
-    from raygen.cluster.plan import discover, episode_specs, make_plan
+    from raygen.cluster.plan import discover, make_plan
     from raygen.config import load_config
     from raygen.datasets.reader import DatasetReader
     from raygen.pipelines.run import _build_stream, run
+    from raygen.pipelines.sources import make_source
 
     overrides = [f"source.episodes={episodes}", f"source.width={size}", f"source.height={size}",
                  f"resources.cpu_workers={workers}", *(overrides or [])]
@@ -211,7 +212,7 @@ def bench_pipeline(config_path: str, *, episodes: int = 16, size: int = 64, work
             plan = make_plan(bare_cfg, discover())
             t0 = time.perf_counter()
             times, bare_host_s = [], []
-            for row in _build_stream(bare_cfg, plan, episode_specs(bare_cfg), str(tmp), VideoSettings(),
+            for row in _build_stream(bare_cfg, plan, make_source(bare_cfg).todo(), str(tmp), VideoSettings(),
                                      generate_only=True).iter_rows():
                 times.append(time.perf_counter() - t0)
                 bare_host_s.append(json.loads(row["host_timing"]).get("host_total_s", 0.0))

@@ -680,11 +680,9 @@ def dataset_card(root: Path, *, repo_id: str | None, metadata_only: bool, licens
     entries = L.read_jsonl(root / L.LEDGER)
     cfg = run.get("config", {})
     src = cfg.get("source", {})
-    rejected = 0
-    if (root / L.REJECTS).exists():
-        import pyarrow.parquet as pq
+    from raygen.pipelines.rejects import read_rejects
 
-        rejected = pq.read_metadata(root / L.REJECTS).num_rows
+    rejected = read_rejects(root, ["episode_key"]).num_rows
     cams = sorted(k[len(L.IMAGE_PREFIX):] for k in info.get("features", {}) if k.startswith(L.IMAGE_PREFIX))
     tags = ["LeRobot", "raygen", "robotics"] + ([src["backend"]] if src.get("backend") else [])
     front = io.StringIO()

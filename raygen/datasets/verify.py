@@ -20,7 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raygen.datasets import _layout as L
-from raygen.datasets._stats import STAT_KEYS
+from raygen.datasets._arrow import column_values
+from raygen.datasets._stats import QUANTILES, STAT_KEYS
 from raygen.datasets._video import DEPTH_CODEC, DEPTH_PIX_FMT, decode_window, probe_timestamps, window_problem
 from raygen.datasets.lerobot_depth import LEROBOT_DEPTH_CODEC, LEROBOT_DEPTH_PIX_FMT, DepthQuantizer
 
@@ -432,6 +433,60 @@ def _check_stats(ctx: _Ctx, c: Check) -> None:
         if f["dtype"] == "video" and shape != want:
             c.fail(f"{L.STATS}: {name} image stats must have shape {want}, got {shape}")
     c.summary = f"{len(stats)} features with {', '.join(STAT_KEYS)}"
+    if c.status != "fail":
+        bound = float(((ctx.raygen_info or {}).get("stats") or {}).get("quantile_rank_error", 0.0))
+        checked = _check_stats_against_data(ctx, c, stats, bound)
+        c.summary += (f"; {checked} numeric features against the data: count, min, max exact, mean and std to "
+                      f"float precision, quantiles within rank {bound:.2%} (+1/count)")
+
+
+def _check_stats_against_data(ctx: _Ctx, c: Check, stats: dict[str, Any], bound: float) -> int:
+    """Read every data file once and check each numeric feature's stats.json entry against its values."""
+    assert ctx.info is not None
+    names = [n for n, f in ctx.info["features"].items() if f["dtype"] != "video" and n in stats]
+    acc: dict[str, dict[str, Any]] = {}
+    for _, table in _read_tables(ctx, c, "data"):
+        for name in names:
+            if name not in table.column_names:
+                continue
+            v = column_values(table.column(name))
+            x = v.reshape(len(v), -1).astype(np.float64)
+            a = acc.setdefault(name, {"n": 0, "sum": 0.0, "min": None, "max": None, "below": {}, "upto": {},
+                                      "values_sq": 0.0})
+            a["n"] += len(x)
+            a["sum"] = a["sum"] + x.sum(axis=0)
+            a["values_sq"] = a["values_sq"] + (x * x).sum(axis=0)
+            a["min"] = x.min(axis=0) if a["min"] is None else np.minimum(a["min"], x.min(axis=0))
+            a["max"] = x.max(axis=0) if a["max"] is None else np.maximum(a["max"], x.max(axis=0))
+            for k in QUANTILES:
+                qv = np.asarray(stats[name][k], dtype=np.float64).reshape(-1)
+                a["below"][k] = a["below"].get(k, 0) + (x < qv).sum(axis=0)
+                a["upto"][k] = a["upto"].get(k, 0) + (x <= qv).sum(axis=0)
+    for name, a in acc.items():
+        st, n = stats[name], a["n"]
+        where = f"{L.STATS}: {name}"
+        if st["count"] != [n]:
+            c.fail(f"{where}: count {st['count']} but the data hold {n} rows")
+            continue
+        mean = a["sum"] / n
+        std = np.sqrt(np.maximum(a["values_sq"] / n - mean * mean, 0.0))
+        for key, want, tol in (("min", a["min"], 0.0), ("max", a["max"], 0.0), ("mean", mean, 1e-6),
+                               ("std", std, 1e-4)):
+            got = np.asarray(st[key], dtype=np.float64).reshape(-1)
+            scale = np.maximum(np.abs(want), 1.0) if key != "std" else np.maximum(np.abs(mean), np.maximum(std, 1.0))
+            if got.shape != want.shape or np.any(np.abs(got - want) > tol * scale):
+                worst = int(np.argmax(np.abs(got - want))) if got.shape == want.shape else 0
+                c.fail(f"{where}: {key} differs from the data (dimension {worst}: {got.ravel()[worst]!r} vs "
+                       f"{want.ravel()[worst]!r})")
+        slack = bound + 1.0 / n + 1e-12
+        for k, q in QUANTILES.items():
+            lo, hi = a["below"][k] / n, a["upto"][k] / n
+            bad = np.flatnonzero((q < lo - slack) | (q > hi + slack))
+            if bad.size:
+                d = int(bad[0])
+                c.fail(f"{where}: {k} is the value of rank {lo[d]:.4f}-{hi[d]:.4f} in the data (dimension {d}), "
+                       f"more than {slack:.2%} from {q}")
+    return len(acc)
 
 
 def _check_flow(ctx: _Ctx, c: Check) -> None:

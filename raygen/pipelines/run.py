@@ -4,7 +4,7 @@ on the driver -> summary.
     summary = raygen.run(load_config("configs/pick_place_local.yaml"))   # blocks
     handle = raygen.start(config); handle.progress; handle.stop(); handle.wait()
 
-Resume is the default: specs whose key is committed (the ledger) or rejected (rejects.parquet) are not
+Resume is the default: specs whose key is committed (the ledger) or rejected (meta/raygen/rejects/) are not
 generated again. Stopping (Ctrl-C, handle.stop()) commits nothing half-done; the next run goes on.
 Shards are cut and committed on the driver (stream copy of already-encoded segments, ~40 ms an
 episode), which keeps exactly-once in one process.
@@ -23,8 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from raygen import __version__
 from raygen.config import RunConfig
@@ -33,7 +31,8 @@ from raygen.datasets._video import VideoSettings
 from raygen.datasets.encode import EncodedEpisode
 from raygen.datasets.writer import DatasetWriter
 from raygen.pipelines.progress import ProgressDisplay
-from raygen.pipelines.sources import Source, make_source
+from raygen.pipelines.rejects import fold_rejects, rejected_keys
+from raygen.pipelines.sources import Source, Todo, make_source
 
 logger = logging.getLogger(__name__)
 
@@ -91,37 +90,6 @@ class RunSummary:
         if self.verify_ok is not None:
             lines.append(f"verify: {'VALID' if self.verify_ok else 'INVALID (run raygen verify for details)'}")
         return "\n".join(lines)
-
-
-REJECT_SCHEMA = pa.schema([("episode_key", pa.string()), ("stage", pa.string()), ("reason", pa.string()),
-                           ("score", pa.float64()), ("attempts", pa.int64()), ("stderr_tail", pa.string()),
-                           ("recorded_at", pa.float64())])
-
-
-def rejected_keys(root: Path) -> set[str]:
-    p = root / L.REJECTS
-    return set(pq.read_table(p, columns=["episode_key"]).column(0).to_pylist()) if p.exists() else set()
-
-
-def _fold_rejects(root: Path, staging: Path) -> list[dict[str, Any]]:
-    """Move reject records from staging into meta/raygen/rejects.parquet; returns the records."""
-    files = sorted(staging.glob("*.json")) if staging.exists() else []
-    if not files:
-        return []
-    rows, records = [], []
-    for f in files:
-        r = json.loads(f.read_text())
-        records.append(r)
-        rows.append({"episode_key": r["episode_key"], "stage": r["stage"], "reason": r["reason"],
-                     "score": r.get("score"), "attempts": r.get("attempts"), "stderr_tail": r.get("stderr_tail"),
-                     "recorded_at": time.time()})
-    new = pa.Table.from_pylist(rows, schema=REJECT_SCHEMA)
-    path = root / L.REJECTS
-    table = pa.concat_tables([pq.read_table(path).cast(REJECT_SCHEMA), new]) if path.exists() else new
-    L.atomic_write_parquet(path, table)
-    for f in files:
-        f.unlink()
-    return records
 
 
 @dataclass
@@ -248,9 +216,8 @@ class _Metrics:
             self.rejected.inc(n)
 
 
-def _build_stream(config: RunConfig, plan: Any, specs: list, rejects_dir: str, video: VideoSettings,
+def _build_stream(config: RunConfig, plan: Any, todo: Todo, rejects_dir: str, video: VideoSettings,
                   generate_only: bool = False, stop_file: str | None = None, source: Source | None = None) -> Any:
-    import ray
     from ray.data import ActorPoolStrategy
 
     from raygen.actors.host import HostConfig, WorkerHost
@@ -265,9 +232,8 @@ def _build_stream(config: RunConfig, plan: Any, specs: list, rejects_dir: str, v
         cores=(res.cores_per_worker or math.ceil(res.cpus_per_worker)) if res.pin_cores else 0,
         options=source.host_options(),
     )
-    items = [{**s.to_dict(), "params": json.dumps(s.params)} for s in specs]
     stage_cpu = max(0.1, round(plan.stage_cpus / 4, 3))
-    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    ds = todo.dataset()
     # two calls per host: while one reads its episode back, the other already has the simulator busy
     hosts = ActorPoolStrategy(min_size=1, max_size=plan.pool_max, max_concurrent_calls_per_actor=2,
                               enable_true_multi_threading=True)
@@ -329,8 +295,8 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
     rejects_dir = writer.committer.staging_dir / "rejects"
     rejects_dir.mkdir(parents=True, exist_ok=True)
     done = set(writer.committed_keys) | rejected_keys(root)
-    specs = source.specs(done)
-    summary.planned, summary.skipped_done = len(specs), source.total - len(specs)
+    todo = source.todo(done)
+    summary.planned, summary.skipped_done = len(todo), source.total - len(todo)
     diversity, stage_totals = _Diversity(), {}
     metrics: _Metrics | None = None
     display: ProgressDisplay | None = None
@@ -339,8 +305,8 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
     clean = True
     driver_cores = StageCores(config.resources.pin_cores)  # the driver too keeps off the simulators' cores
 
-    def fold_rejects() -> None:  # reject records from the stages -> rejects.parquet, counts, costs, metrics
-        recs = _fold_rejects(root, rejects_dir)
+    def fold() -> None:  # reject records from the stages -> meta/raygen/rejects/, counts, costs, metrics
+        recs = fold_rejects(root, rejects_dir)
         summary.rejected += len(recs)
         for r in recs:
             spend = account.reject(r)
@@ -354,7 +320,7 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
             from raygen.datasets.hub import Uploader
 
             uploader = Uploader(root, config.upload, commit_lock=writer.committer.commit_lock).start()
-        if not specs:
+        if not len(todo):
             logger.info("nothing to do: all %d episodes are committed or rejected", source.total)
             return summary
         if not ray.is_initialized():
@@ -363,17 +329,17 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
         plan = make_plan(config, discover())
         account.gpus_per_host = plan.num_gpus
         summary.plan = plan.describe()
-        logger.info("plan: %s; %d episodes to make (%d already done)", summary.plan, len(specs),
+        logger.info("plan: %s; %d episodes to make (%d already done)", summary.plan, len(todo),
                     summary.skipped_done)
         metrics = _Metrics()
         if show_progress:  # rejects show as soon as a stage records them, before the driver folds them
-            display = ProgressDisplay(len(specs), pending_rejects=lambda: sum(1 for _ in rejects_dir.glob("*.json")))
+            display = ProgressDisplay(len(todo), pending_rejects=lambda: sum(1 for _ in rejects_dir.glob("*.json")))
         sweep_stale_scratch()  # scratch of hosts killed with an earlier run (Ray runs no finalizers)
         L.atomic_write_json(root / L.RUN, _run_record(config, plan, summary))
         stop_file = writer.committer.staging_dir / "STOP"
         if stop is not None:  # the hosts see the file and skip the remaining specs
             threading.Thread(target=lambda: stop.wait() and stop_file.touch(), daemon=True).start()
-        stream = _build_stream(config, plan, specs, str(rejects_dir), video, stop_file=str(stop_file), source=source)
+        stream = _build_stream(config, plan, todo, str(rejects_dir), video, stop_file=str(stop_file), source=source)
         for row in stream.iter_rows():
             t_row, c_row = time.perf_counter(), time.thread_time()
             driver_cores.apply()
@@ -392,12 +358,12 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
             entry = writer.add_encoded(enc)
             summary.accepted += 1
             if entry is not None:
-                fold_rejects()
+                fold()
                 summary.shards += 1
                 L.atomic_write_json(root / L.DIVERSITY, diversity.report())
                 if uploader is not None:
                     uploader.notify()
-                _progress(summary, progress, t0, len(specs))
+                _progress(summary, progress, t0, len(todo))
             if display is not None:
                 display.update(accepted=summary.accepted, rejected=summary.rejected, shards=summary.shards)
             stage_totals["driver"] = stage_totals.get("driver", 0.0) + time.perf_counter() - t_row
@@ -416,7 +382,7 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
         if display is not None:
             display.update(accepted=summary.accepted, rejected=summary.rejected, shards=summary.shards)
             display.close()
-        fold_rejects()  # while the dataset is still ours
+        fold()  # while the dataset is still ours
         shutil.rmtree(rejects_dir, ignore_errors=True)
         if stop is not None and stop.is_set():
             summary.stopped = True

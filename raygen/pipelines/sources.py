@@ -15,15 +15,57 @@ from __future__ import annotations
 
 import abc
 import importlib
+import json
+from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from raygen.actors.spec import EpisodeSpec
 from raygen.config import ConfigError, RunConfig
 
-__all__ = ["DroidSource", "SeededSource", "Source", "make_source"]
+__all__ = ["DroidSource", "SeededSource", "Source", "Todo", "make_source"]
 
 TYPICAL_DROID_STEPS = 400
 """For memory requests only: DROID episodes run ~100-600 steps at 15 Hz."""
+MAX_BLOCKS = 10_000
+"""Ray Data input blocks at most: one episode per block up to this many episodes (hosts pick up episodes one
+by one), then a few episodes per block, so a million-episode run does not make a million blocks."""
+
+
+@dataclass
+class Todo:
+    """The episodes a run still has to make, held compactly: seeded runs as an index array (8 bytes an
+    episode), recordings as their specs. ``dataset()`` builds the Ray Data input, specs made lazily."""
+
+    count: int
+    source: str = ""
+    seed: int = 0
+    indices: np.ndarray | None = None
+    specs: list[EpisodeSpec] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def dataset(self) -> Any:
+        import ray
+
+        blocks = max(1, min(self.count, MAX_BLOCKS))
+        if self.indices is not None:
+            parts = [p for p in np.array_split(self.indices, blocks) if len(p)]
+            return ray.data.from_numpy(parts).map_batches(
+                _seeded_rows, fn_kwargs={"source": self.source, "seed": self.seed}, batch_format="numpy",
+                batch_size=None, num_cpus=0.01)
+        items = [{**s.to_dict(), "params": json.dumps(s.params)} for s in self.specs]
+        return ray.data.from_items(items, override_num_blocks=blocks)
+
+
+def _seeded_rows(batch: dict[str, np.ndarray], source: str, seed: int) -> dict[str, np.ndarray]:
+    """Index blocks -> spec rows (the columns WorkerHost reads)."""
+    idx = np.asarray(batch["data"], dtype=np.int64).reshape(-1)
+    n = len(idx)
+    return {"source": np.full(n, source, dtype=object), "seed": np.full(n, seed, dtype=np.int64), "index": idx,
+            "params": np.full(n, "{}", dtype=object), "key": np.full(n, "", dtype=object)}
 
 
 class Source(abc.ABC):
@@ -38,6 +80,11 @@ class Source(abc.ABC):
     @abc.abstractmethod
     def specs(self, skip: set[str] | frozenset[str] = frozenset()) -> list[EpisodeSpec]:
         """Every episode's spec, minus those whose key is in ``skip`` (committed or rejected)."""
+
+    def todo(self, skip: set[str] | frozenset[str] = frozenset()) -> Todo:
+        """What is left to make, compactly (a run's input)."""
+        specs = self.specs(skip)
+        return Todo(count=len(specs), specs=specs)
 
     @abc.abstractmethod
     def host_options(self) -> dict[str, Any]:
@@ -82,8 +129,20 @@ class SeededSource(Source):
 
     def specs(self, skip: set[str] | frozenset[str] = frozenset()) -> list[EpisodeSpec]:
         src = self.config.source
-        specs = (EpisodeSpec(src.name, src.seed, i) for i in range(src.episodes))
-        return [s for s in specs if s.episode_key not in skip]
+        return [EpisodeSpec(src.name, src.seed, int(i)) for i in self._remaining(skip)]
+
+    def todo(self, skip: set[str] | frozenset[str] = frozenset()) -> Todo:
+        src = self.config.source
+        remaining = self._remaining(skip)
+        return Todo(count=len(remaining), source=src.name, seed=src.seed, indices=remaining)
+
+    def _remaining(self, skip: set[str] | frozenset[str]) -> np.ndarray:
+        """Indices 0..episodes-1 whose key is not in ``skip``, without making a key per episode."""
+        src = self.config.source
+        prefix = f"{src.name}-s{src.seed}-"
+        done = np.fromiter((int(k[len(prefix):]) for k in skip if k.startswith(prefix) and k[len(prefix):].isdigit()),
+                           dtype=np.int64)
+        return np.setdiff1d(np.arange(src.episodes, dtype=np.int64), done, assume_unique=False)
 
     def host_options(self) -> dict[str, Any]:
         src = self.config.source

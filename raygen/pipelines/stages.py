@@ -2,7 +2,7 @@
 
 Each stage takes one episode row (batch_size=1) and returns it extended, or an empty batch when the
 episode is rejected; a rejected episode (or a host's error row) is written as a small JSON record
-under ``<dataset>/.staging/rejects/`` that the driver folds into meta/raygen/rejects.parquet.
+under ``<dataset>/.staging/rejects/`` that the driver folds into meta/raygen/rejects/ (raygen.pipelines.rejects).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ above, on the diversity stage's 5 cm grid), viewpoints (where the cameras are an
 with the acceptance threshold, reject reasons, seconds per episode by stage over the run, cumulative
 cost; then the diversity report's score, distributions and recommendations. Everything comes from the
 dataset's own files: the shard records (metrics, cameras), the data parquet (gripper poses),
-rejects.parquet, diversity.json and run.json.
+meta/raygen/rejects/, diversity.json and run.json.
 """
 
 from __future__ import annotations
@@ -158,10 +158,9 @@ def _cost(records: list[dict[str, Any]], run: dict[str, Any]) -> str:
 
 
 def _reject_reasons(root: Path) -> tuple[list[str], list[int]]:
-    path = root / L.REJECTS
-    if not path.exists():
-        return [], []
-    rows = pq.read_table(path, columns=["stage", "reason"]).to_pylist()
+    from raygen.pipelines.rejects import read_rejects
+
+    rows = read_rejects(root, ["stage", "reason"]).to_pylist()
     counts = Counter(f"{r['stage']}: {str(r['reason']).splitlines()[0].split(';')[0][:100]}" for r in rows)
     common = counts.most_common(15)
     return [k for k, _ in common], [v for _, v in common]
@@ -187,7 +186,7 @@ def write_report(root: str | Path, out: str | Path | None = None) -> Path:
                               xlabel="quality.score", marker=min_score, marker_label=f"min_score {min_score}",
                               css_id="plot-quality"), "Rejected episodes are not in the dataset: see below."),
         "rejects": (bar_chart(f"Reject reasons ({sum(counts)} rejected episodes)", labels, counts,
-                              xlabel="episodes", css_id="plot-rejects"), "From meta/raygen/rejects.parquet."),
+                              xlabel="episodes", css_id="plot-rejects"), "From meta/raygen/rejects/."),
         "stages": (_stages(records), "From each episode's timing.* metrics; the backend host's seconds include "
                                      "its simulator or recording reader."),
         "cost": (_cost(records, run), "GPU-seconds (GPU share x host seconds) and CPU-seconds at the run's prices."),

@@ -8,12 +8,12 @@ import os
 import socket
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from raygen.config import load_config
 from raygen.datasets.reader import DatasetReader
 from raygen.datasets.verify import verify_dataset
+from raygen.pipelines.rejects import read_rejects
 from tests.conftest import FAKES
 from tests.droid_synth import break_episode, make_episode
 
@@ -60,7 +60,7 @@ def test_bad_recordings_are_rejected_with_their_reason_and_the_run_goes_on(ray_l
     s = run(_config(root, tmp_path / "ds"))
     assert s.accepted == len(good) and s.rejected == len(BROKEN) and s.verify_ok, s.format()
     assert s.worker_retries == 0  # bad input is not retried
-    rejects = pq.read_table(tmp_path / "ds/meta/raygen/rejects.parquet").to_pylist()
+    rejects = read_rejects(tmp_path / "ds").to_pylist()
     by_key = {r["episode_key"]: r for r in rejects}
     assert set(by_key) == set(expected)
     for uuid, reason in expected.items():

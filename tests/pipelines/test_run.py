@@ -8,12 +8,12 @@ import textwrap
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from raygen.config import load_config
 from raygen.datasets.reader import DatasetReader
 from raygen.datasets.verify import verify_dataset
+from raygen.pipelines.rejects import read_rejects
 
 pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[2]
@@ -126,7 +126,7 @@ def test_rejects_are_recorded_and_not_regenerated(ray_local, tmp_path):
     cfg = _config(tmp_path, "source.episodes=2", "stages.quality.min_score=1.0")
     s = run(cfg)
     assert s.rejected == 2 and s.accepted == 0
-    rejects = pq.read_table(tmp_path / "ds/meta/raygen/rejects.parquet").to_pylist()
+    rejects = read_rejects(tmp_path / "ds").to_pylist()
     assert sorted(r["episode_key"] for r in rejects) == ["bullet-pick_place-s0-000000", "bullet-pick_place-s0-000001"]
     assert all(r["stage"] == "quality" and r["score"] < 1.0 for r in rejects)
     assert s.cpu_seconds > 0.2  # rejected episodes cost too
@@ -189,8 +189,7 @@ def test_killed_driver_resumes_exactly_once(tmp_path):
     subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True)
     first = ledger.read_text().count("\n")
     assert first in (1, 2)
-    rejects_path = tmp_path / "ds/meta/raygen/rejects.parquet"
-    rejected_before = pq.read_metadata(rejects_path).num_rows if rejects_path.exists() else 0
+    rejected_before = read_rejects(tmp_path / "ds").num_rows
     ray = pytest.importorskip("ray")
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
@@ -202,8 +201,7 @@ def test_killed_driver_resumes_exactly_once(tmp_path):
         ray.shutdown()
     assert s.skipped_done == 2 * first + rejected_before  # committed (2 a shard) or recorded as rejected
     keys = DatasetReader(tmp_path / "ds").keys
-    rejects = pq.read_table(tmp_path / "ds/meta/raygen/rejects.parquet").column(0).to_pylist() \
-        if (tmp_path / "ds/meta/raygen/rejects.parquet").exists() else []
+    rejects = read_rejects(tmp_path / "ds").column(0).to_pylist()
     assert len(keys) == len(set(keys))
     assert sorted(keys + rejects) == [f"bullet-pick_place-s0-00000{i}" for i in range(6)]
     assert verify_dataset(tmp_path / "ds").ok
@@ -236,7 +234,7 @@ def test_option_typos_fail_before_anything_starts(tmp_path):
         run(_config(tmp_path, "source.task_params.steps_per_segmnt=10"))
     with pytest.raises(ConfigError, match=r"source.backend_options: unknown option\(s\) \['render'\]"):
         run(_config(tmp_path, "source.backend_options.render=egl"))
-    assert not (tmp_path / "ds" / "meta" / "raygen" / "rejects.parquet").exists()
+    assert read_rejects(tmp_path / "ds").num_rows == 0
 
 
 def test_stop_is_seen_even_when_every_episode_is_rejected(ray_local, tmp_path):

@@ -25,7 +25,7 @@ def bullet_dataset(tmp_path_factory):
     from raygen.actors.spec import EpisodeSpec
     from raygen.datasets.writer import DatasetWriter
     from raygen.pipelines.quality import assess
-    from raygen.pipelines.run import _fold_rejects
+    from raygen.pipelines.rejects import fold_rejects
     from raygen.pipelines.stages import FlowStage, record_reject
 
     root = tmp_path_factory.mktemp("viz") / "ds"
@@ -40,7 +40,7 @@ def bullet_dataset(tmp_path_factory):
             rejects = w.committer.staging_dir / "rejects"
             record_reject(rejects, "bullet-pick_place-s0-000009", "quality", "task failed (success is required)",
                           score=0.0)
-            _fold_rejects(root, rejects)
+            fold_rejects(root, rejects)
     finally:
         backend.close()
     return root
