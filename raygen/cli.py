@@ -153,6 +153,18 @@ def _cmd_bench_droid(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_scale(args: argparse.Namespace) -> int:
+    from raygen.bench_scale import bench_scale, verdict
+
+    print(f"committing synthetic shards of {args.shard_size} episodes x {args.frames} frames (~100 numeric "
+          f"dimensions a frame) up to {args.episodes:,d} episodes", flush=True)
+    points = bench_scale(args.episodes, tuple(args.milestones), shard_size=args.shard_size, frames=args.frames,
+                         root=args.dir, keep=args.keep, log=lambda line: print(line, flush=True))
+    for line in verdict(points):
+        print(line)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from raygen.datasets.verify import verify_dataset
     from raygen.datasets.writer import DatasetWriter
@@ -322,6 +334,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="stored frame and stereo size in full mode")
     bd.add_argument("--codec", default="libsvtav1", help="RGB encoder")
     bd.set_defaults(func=_cmd_bench_droid)
+
+    bs = bsub.add_parser("scale", help="driver seconds per commit, RSS, reopen time and stats rank error from "
+                         "1k to 100k episodes of synthetic shards")
+    bs.add_argument("--episodes", type=int, default=100_000)
+    bs.add_argument("--milestones", type=int, nargs="+", default=[1_000, 10_000, 100_000])
+    bs.add_argument("--shard-size", type=int, default=50)
+    bs.add_argument("--frames", type=int, default=270, help="frames per episode")
+    bs.add_argument("--dir", default=None, help="where to write the dataset (default: a temporary folder)")
+    bs.add_argument("--keep", action="store_true", help="keep the dataset afterwards")
+    bs.set_defaults(func=_cmd_bench_scale)
 
     d = sub.add_parser("demo", help="writer-only: simulate a few episodes on PyBullet, write and verify "
                        "them without Ray Data (the main job is `run`)")

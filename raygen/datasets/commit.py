@@ -159,7 +159,7 @@ class Committer:
             self.chunks_size = int(L.read_json(info_path)["chunks_size"]) if info_path.exists() else self.chunks_size
         self._discard_uncommitted()
         if not self._ledger:
-            for rel in (L.INFO, L.STATS, L.TASKS, L.RAYGEN_INFO):
+            for rel in (L.INFO, L.STATS, L.TASKS, L.RAYGEN_INFO, L.DIVERSITY, L.DIVERSITY_STATE):
                 (root / rel).unlink(missing_ok=True)
             shutil.rmtree(root / L.STATS_STATE_DIR, ignore_errors=True)
             return

@@ -12,7 +12,6 @@ episode), which keeps exactly-once in one process.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
@@ -22,14 +21,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from raygen import __version__
 from raygen.config import RunConfig
 from raygen.datasets import _layout as L
 from raygen.datasets._video import VideoSettings
 from raygen.datasets.encode import EncodedEpisode
 from raygen.datasets.writer import DatasetWriter
+from raygen.pipelines.diversity import DiversityReport
 from raygen.pipelines.progress import ProgressDisplay
 from raygen.pipelines.rejects import fold_rejects, rejected_keys
 from raygen.pipelines.sources import Source, Todo, make_source
@@ -113,61 +111,6 @@ class _Account:
         self.gpu_s += gpu_s
         self.cpu_s += cpu_s
         return gpu_s, cpu_s
-
-
-class _Diversity:
-    """The driver's running diversity report over committed episodes (meta/raygen/diversity.json)."""
-
-    def __init__(self) -> None:
-        self.descriptors: list[np.ndarray] = []
-        self.cells: set[int] = set()
-        self.tasks: dict[str, int] = {}
-        self.objects: dict[str, int] = {}
-        self.novelty: list[float] = []
-        self.viewpoints: set[tuple] = set()
-        self.moving: set[str] = set()
-
-    def add(self, enc: EncodedEpisode) -> None:
-        m = enc.record["metrics"]
-        for cam, rec in enc.record["cameras"].items():
-            if rec.get("moving"):
-                self.moving.add(cam)
-            else:  # a fixed camera's viewpoint, on a 5 cm grid
-                self.viewpoints.add((cam, *np.round(np.asarray(rec["pose"])[:3, 3] / 0.05).astype(int).tolist()))
-        if "diversity.descriptor" in m:
-            self.descriptors.append(np.asarray(json.loads(m["diversity.descriptor"])))
-            self.cells |= set(json.loads(m["diversity.cells"]))
-            self.novelty.append(float(m["diversity.novelty"]))
-        self.tasks[enc.task] = self.tasks.get(enc.task, 0) + 1
-        obj = f"{m.get('scene.colour', '?')} {m.get('scene.object_kind', '?')}"
-        self.objects[obj] = self.objects.get(obj, 0) + 1
-
-    def report(self) -> dict[str, Any]:
-        from raygen.pipelines.stages import CELL_M, WORKSPACE
-
-        total_cells = int(np.prod([round((b[1] - b[0]) / CELL_M) for b in WORKSPACE]))
-        coverage = len(self.cells) / total_cells
-        variance = float(np.var(np.stack(self.descriptors), axis=0).sum()) if len(self.descriptors) > 1 else 0.0
-        counts = np.array(list(self.tasks.values()), dtype=float)
-        balance = float(counts.min() / counts.max()) if len(counts) else 0.0
-        score = float(np.mean([min(1.0, coverage / 0.2), min(1.0, variance / 0.05), balance]))
-        recs = []
-        if coverage < 0.1:
-            recs.append(f"workspace coverage is {coverage:.1%}: widen task_params x_range/y_range or add episodes")
-        if balance < 0.5 and len(counts) > 1:
-            recs.append("task distribution is uneven: more seeds even it out, or sample tasks explicitly")
-        if len(self.viewpoints) <= 1 and self.descriptors:
-            recs.append("every episode sees the scene from the same fixed viewpoint(s): randomize camera poses "
-                        "if the policy must generalize across views")
-        if self.novelty and float(np.median(self.novelty)) < 0.02:
-            recs.append("many episodes are near-duplicates: raise joint noise or scene randomization")
-        return {"episodes": len(self.descriptors), "trajectory_variance_m2": variance,
-                "workspace_coverage": coverage, "workspace_cells_visited": len(self.cells),
-                "workspace_cells_total": total_cells, "fixed_viewpoints": len(self.viewpoints),
-                "moving_cameras": sorted(self.moving), "task_distribution": self.tasks,
-                "object_distribution": self.objects,
-                "median_novelty_m": float(np.median(self.novelty)) if self.novelty else None,
-                "overall_score": score, "recommendations": recs}
 
 
 class _Metrics:
@@ -297,7 +240,7 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
     done = set(writer.committed_keys) | rejected_keys(root)
     todo = source.todo(done)
     summary.planned, summary.skipped_done = len(todo), source.total - len(todo)
-    diversity, stage_totals = _Diversity(), {}
+    diversity, stage_totals = DiversityReport.load(root), {}
     metrics: _Metrics | None = None
     display: ProgressDisplay | None = None
     account = _Account()
@@ -360,7 +303,7 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
             if entry is not None:
                 fold()
                 summary.shards += 1
-                L.atomic_write_json(root / L.DIVERSITY, diversity.report())
+                diversity.save(root)
                 if uploader is not None:
                     uploader.notify()
                 _progress(summary, progress, t0, len(todo))
@@ -403,7 +346,7 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
         summary.episodes_per_minute = 60.0 * done_now / summary.seconds if summary.seconds else 0.0
         if summary.accepted:
             summary.stage_seconds = {k: v / summary.accepted for k, v in stage_totals.items()}
-            L.atomic_write_json(root / L.DIVERSITY, diversity.report())
+            diversity.save(root)
         if (root / L.INFO).exists() or (root / L.RUN).exists():
             L.atomic_write_json(root / L.RUN, _run_record(config, None, summary))
         try:

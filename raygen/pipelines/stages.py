@@ -8,6 +8,7 @@ under ``<dataset>/.staging/rejects/`` that the driver folds into meta/raygen/rej
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -125,23 +126,44 @@ def workspace_cells(ep: Episode) -> list[int]:
 
 
 class DiversityStage:
-    """One stateful actor: novelty of each episode against every one it has seen (RMS distance of
-    trajectory descriptors, metres), new workspace cells, and optional near-duplicate rejection."""
+    """One stateful actor: novelty of each episode against those it has seen (RMS distance of trajectory
+    descriptors, metres), new workspace cells, and optional near-duplicate rejection.
 
-    def __init__(self, reject_duplicates: bool, threshold: float, rejects_dir: str, pin: bool = False):
+    Memory and time per episode stay bounded: the reference set holds at most ``reference_cap`` descriptors
+    (every one up to then; past it, a uniform sample of all seen, each episode replacing a slot with
+    probability cap/seen, decided by a hash of its key so a rerun keeps the same sample)."""
+
+    def __init__(self, reject_duplicates: bool, threshold: float, rejects_dir: str, pin: bool = False,
+                 reference_cap: int = 20_000):
         self.reject_duplicates, self.threshold, self.rejects_dir = reject_duplicates, threshold, rejects_dir
-        self.descriptors: list[np.ndarray] = []
+        self.cap = int(reference_cap)
+        self.reference = np.zeros((0, DESCRIPTOR_POINTS * 3))  # grows to [cap, 96] (15 MB), then stays
+        self.kept = 0
+        self.seen = 0
         self.cells: set[int] = set()
         self.cores = StageCores(pin)
+
+    def _remember(self, key: str, d: np.ndarray) -> None:
+        self.seen += 1
+        if self.kept < self.cap:
+            if self.kept == len(self.reference):
+                grown = np.zeros((min(self.cap, max(64, 2 * self.kept)), d.size))
+                grown[: self.kept] = self.reference[: self.kept]
+                self.reference = grown
+            self.reference[self.kept] = d
+            self.kept += 1
+            return
+        slot = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") % self.seen
+        if slot < self.cap:  # reservoir sampling: every episode seen is equally likely to be in the sample
+            self.reference[slot] = d
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         self.cores.apply()
         ep = episode_from_row(batch_to_row(batch))
         d = trajectory_descriptor(ep)
-        if self.descriptors:
-            dist = np.sqrt(((np.stack(self.descriptors) - d) ** 2).reshape(len(self.descriptors), -1, 3)
-                           .sum(axis=2).mean(axis=1))
-            novelty = float(dist.min())
+        if self.kept:
+            ref = self.reference[: self.kept]
+            novelty = float(np.sqrt(((ref - d) ** 2).reshape(self.kept, -1, 3).sum(axis=2).mean(axis=1)).min())
         else:
             novelty = 1.0
         cells = workspace_cells(ep)
@@ -151,7 +173,7 @@ class DiversityStage:
                           f"near-duplicate (novelty {novelty:.4f} m < {self.threshold})", novelty=novelty,
                           **spent(ep.metrics))
             return {}
-        self.descriptors.append(d)
+        self._remember(ep.episode_key, d)
         self.cells |= set(cells)
         ep.metrics.update({"diversity.novelty": novelty, "diversity.new_cells": new_cells,
                            "diversity.cells": json.dumps(cells),
