@@ -42,14 +42,18 @@ largest error in the rank of a reported quantile, with 99% confidence."""
 
 
 def numeric_stats(values: np.ndarray) -> dict[str, np.ndarray]:
-    """Statistics of [n] or [n, D] values along the first axis (each stat has shape [D], [1] for 1-D).
-
-    The same computation as the dataset-wide accumulator, so per-episode and merged stats agree.
-    """
+    """Exact statistics of one episode's [n] or [n, D] values along the first axis (each stat has shape [D],
+    [1] for 1-D); quantiles by numpy's default "linear" definition."""
     x = np.asarray(values)
-    acc = _NumericAccumulator()
-    acc.add(x.reshape(x.shape[0], -1))
-    return acc.stats()
+    x = x.reshape(x.shape[0], -1)
+    if x.dtype == np.bool_:
+        x = x.astype(np.int64)
+    xf = x.astype(np.float64)
+    out = {"min": x.min(axis=0), "max": x.max(axis=0), "mean": xf.mean(axis=0), "std": xf.std(axis=0),
+           "count": np.array([x.shape[0]], dtype=np.int64)}
+    qs = np.quantile(xf, list(QUANTILES.values()), axis=0)
+    out.update({name: qs[i] for i, name in enumerate(QUANTILES)})
+    return {k: out[k] for k in STAT_KEYS}
 
 
 def image_histogram(frames: np.ndarray) -> np.ndarray:
@@ -102,68 +106,6 @@ def hist_stats(hist: np.ndarray, n_frames: int) -> dict[str, np.ndarray]:
 def stats_to_json(stats: Mapping[str, np.ndarray]) -> dict:
     """One feature's numpy stats -> plain lists, as stats.json and the episodes metadata store them."""
     return {k: np.asarray(v).tolist() for k, v in stats.items()}
-
-
-def _linear_quantiles(sorted_vals: np.ndarray, qs: list[float]) -> np.ndarray:
-    """np.quantile(method="linear") along axis 0 of values already sorted along axis 0."""
-    n = sorted_vals.shape[0]
-    out = np.empty((len(qs), sorted_vals.shape[1]))
-    for i, q in enumerate(qs):
-        pos = q * (n - 1)
-        lo, hi = int(np.floor(pos)), int(np.ceil(pos))
-        a = sorted_vals[lo].astype(np.float64)
-        b = sorted_vals[hi].astype(np.float64)
-        t = pos - lo
-        out[i] = a + t * (b - a) if t < 0.5 else b - (b - a) * (1 - t)
-    return out
-
-
-class _NumericAccumulator:
-    """Exact running statistics of [n, D] values: moments merged with Chan's formula, and
-    every value kept sorted per column (a linear merge per add) so quantiles stay exact."""
-
-    def __init__(self) -> None:
-        self.n = 0
-        self.mean: np.ndarray | None = None
-        self.m2: np.ndarray | None = None
-        self.min: np.ndarray | None = None
-        self.max: np.ndarray | None = None
-        self.sorted: np.ndarray | None = None
-
-    def add(self, x: np.ndarray) -> None:
-        if x.dtype == np.bool_:
-            x = x.astype(np.int64)
-        if not x.shape[0]:
-            return
-        xf = x.astype(np.float64, copy=False)
-        nb, mb = x.shape[0], xf.mean(axis=0)
-        m2b = ((xf - mb) ** 2).sum(axis=0)
-        if self.n == 0:
-            self.n, self.mean, self.m2 = nb, mb, m2b
-            self.min, self.max = x.min(axis=0), x.max(axis=0)
-            self.sorted = np.sort(x, axis=0)
-            return
-        n = self.n + nb
-        delta = mb - self.mean
-        self.mean = self.mean + delta * (nb / n)
-        self.m2 = self.m2 + m2b + delta**2 * (self.n * nb / n)
-        self.n = n
-        self.min = np.minimum(self.min, x.min(axis=0))
-        self.max = np.maximum(self.max, x.max(axis=0))
-        # timsort sees one long sorted run plus a short one: a linear merge, not a full sort
-        self.sorted = np.sort(np.concatenate([self.sorted, x]), axis=0, kind="stable")
-
-    def stats(self) -> dict[str, np.ndarray]:
-        qs = _linear_quantiles(self.sorted, list(QUANTILES.values()))
-        out = {
-            "min": self.min,
-            "max": self.max,
-            "mean": self.mean,
-            "std": np.sqrt(np.maximum(self.m2 / self.n, 0.0)),
-            "count": np.array([self.n], dtype=np.int64),
-        }
-        out.update({name: qs[i] for i, name in enumerate(QUANTILES)})
-        return out
 
 
 class _SketchAccumulator:

@@ -40,17 +40,23 @@ def save_expected(eps, path: Path) -> None:
     np.savez(path, **expected)
 
 
+def lerobot_load(root: Path, expected: Path) -> dict:
+    """Run lerobot_load.py on a dataset under the lerobot interpreter; its result, asserted ok."""
+    proc = subprocess.run([LEROBOT_PY, str(SCRIPT), str(root), str(expected)], capture_output=True, text=True,
+                          timeout=600)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    assert lines, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(lines[-1])
+    assert proc.returncode == 0 and result["ok"], result
+    print(json.dumps(result), file=sys.stderr)
+    return result
+
+
 @pytest.mark.parametrize("codec", ["libsvtav1", "libx264"])
 def test_lerobot_loads_every_frame(tmp_path, codec):
     eps = small_episodes(5, frames=20, height=64, width=64)
     root = tmp_path / "ds"
     write_dataset(root, eps, shard_size=2, video=VideoSettings(codec=codec))
     save_expected(eps, tmp_path / "expected.npz")
-    proc = subprocess.run([LEROBOT_PY, str(SCRIPT), str(root), str(tmp_path / "expected.npz")],
-                          capture_output=True, text=True, timeout=600)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    assert lines, proc.stdout[-3000:] + proc.stderr[-3000:]
-    result = json.loads(lines[-1])
-    assert proc.returncode == 0 and result["ok"], result
+    result = lerobot_load(root, tmp_path / "expected.npz")
     assert result["episodes"] == 5 and result["frames"] == 100
-    print(json.dumps(result), file=sys.stderr)

@@ -4,9 +4,6 @@ Same interpreter and script as test_lerobot.py; the episodes come from the synth
 CPU backend and the flow stage, as a run makes them.
 """
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +14,7 @@ from raygen.actors.droid.raw import DroidFilter, list_episodes
 from raygen.actors.spec import EpisodeSpec
 from raygen.datasets import VideoSettings
 from raygen.pipelines.flow import add_flow
-from tests.compat.test_lerobot import LEROBOT_PY, SCRIPT
+from tests.compat.test_lerobot import LEROBOT_PY, lerobot_load
 from tests.conftest import write_dataset
 
 pytestmark = [
@@ -43,11 +40,5 @@ def test_lerobot_loads_droid_output(droid_tree, tmp_path, mode):
         for cam in eps[0].cameras:
             expected[f"observation.images.{cam}"] = np.concatenate([e.cameras[cam].rgb for e in eps])
     np.savez(tmp_path / "expected.npz", **expected)
-    proc = subprocess.run([LEROBOT_PY, str(SCRIPT), str(out), str(tmp_path / "expected.npz")],
-                          capture_output=True, text=True, timeout=600)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    assert lines, proc.stdout[-3000:] + proc.stderr[-3000:]
-    result = json.loads(lines[-1])
-    assert proc.returncode == 0 and result["ok"], result
+    result = lerobot_load(out, tmp_path / "expected.npz")
     assert result["episodes"] == 3 and result["frames"] == 72
-    print(json.dumps(result), file=sys.stderr)
