@@ -66,7 +66,7 @@ def test_merged_stats_equal_one_shot_stats_exactly_and_quantiles_within_the_boun
     assert info["stats"]["quantile_rank_error"] == RANK_ERROR and info["stats"]["sketch_k"] == 800
     report = verify_dataset(root)
     assert report.ok, report.format()
-    assert "numeric features against the data" in report.format()
+    assert "numeric features against the data: count exact" in report.format()
 
 
 def test_verify_catches_stats_that_do_not_fit_the_data(many_shards, tmp_path):
