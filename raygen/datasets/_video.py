@@ -38,6 +38,7 @@ __all__ = [
     "decode_window",
     "encode_depth",
     "encode_rgb",
+    "extract_window",
     "frame_rate",
     "probe_timestamps",
     "window_problem",
@@ -217,6 +218,31 @@ def concat_segments(segments: Sequence[bytes], frame_counts: Sequence[int], fps:
             inp.close()
     with open(path, "rb") as f:
         os.fsync(f.fileno())
+
+
+def extract_window(path: Path, start: float, n: int, fps: float) -> bytes:
+    """One episode's ``n`` frames from ``start`` seconds of a shard file, by stream copy (no re-encode), as a
+    standalone in-memory file of the same container whose timestamps start at 0. Each episode was encoded on
+    its own, so its packets form a complete stream."""
+    half = 0.5 / fps
+    fmt = RGB_CONTAINER if Path(path).suffix == ".mp4" else DEPTH_CONTAINER
+    buf = io.BytesIO()
+    with av.open(str(path)) as inp, av.open(buf, "w", format=fmt) as out:
+        src = inp.streams.video[0]
+        dst = out.add_stream_from_template(src, opaque=True)
+        lo = round((start - half) / src.time_base)
+        hi = round((start + n / fps - half) / src.time_base)
+        shift = round(start / src.time_base)
+        packets = [p for p in inp.demux(src) if p.pts is not None and lo <= p.pts < hi]
+        if len(packets) != n:
+            raise ValueError(f"{path}: {len(packets)} packets in [{start:.4f}, {start + n / fps:.4f}) s, expected {n}")
+        for packet in sorted(packets, key=lambda p: p.dts if p.dts is not None else p.pts):
+            packet.pts -= shift
+            if packet.dts is not None:
+                packet.dts -= shift
+            packet.stream = dst
+            out.mux(packet)
+    return buf.getvalue()
 
 
 def window_problem(ts: np.ndarray, start: float, n: int, fps: float, tol: float) -> str | None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -51,17 +52,34 @@ class DatasetReader:
             )
         self.info = L.read_json(self.root / L.INFO)
         self.raygen_info = L.read_json(self.root / L.RAYGEN_INFO)
-        files = sorted((self.root / "meta" / "episodes").rglob("*.parquet"))
-        self.episodes = pq.read_table(files).sort_by("episode_index") if files else None
+        self.episodes: pa.Table | None = None
         self._record_cache: dict[tuple[int, int], dict[str, Any]] = {}
-        # the ledger is the authority on what is committed, in episode-index order
-        keys = [k for entry in L.read_jsonl(self.root / L.LEDGER) for k in entry["episodes"]]
-        n = 0 if self.episodes is None else self.episodes.num_rows
-        if len(keys) != n:
-            raise ValueError(f"{self.root / L.LEDGER}: names {len(keys)} episodes, meta/episodes has {n}; "
-                             "run `raygen verify` on this dataset")
-        self.keys = keys
-        self._index_of = {k: i for i, k in enumerate(keys)}
+        self.keys: list[str] = []
+        self._index_of: dict[str, int] = {}
+        self._shards = 0
+        self.refresh()
+
+    def refresh(self) -> int:
+        """Take in the shards committed since the reader was made or last refreshed (a dataset another process
+        is still writing); returns how many episodes are new. Reads only the new shards' metadata."""
+        entries = L.read_jsonl(self.root / L.LEDGER)  # the authority on what is committed, in episode order
+        new = entries[self._shards:]
+        if not new:
+            return 0
+        tables = [pq.read_table(self.root / L.EPISODES_PATH.format(chunk_index=e["chunk_index"],
+                                                                   file_index=e["file_index"])) for e in new]
+        keys = [k for e in new for k in e["episodes"]]
+        rows = sum(t.num_rows for t in tables)
+        if rows != len(keys):
+            raise ValueError(f"{self.root / L.LEDGER}: names {len(keys)} new episodes, their meta/episodes files "
+                             f"hold {rows}; run `raygen verify` on this dataset")
+        self.episodes = pa.concat_tables(([self.episodes] if self.episodes is not None else []) + tables,
+                                         promote_options="default")
+        for k in keys:
+            self._index_of[k] = len(self.keys)
+            self.keys.append(k)
+        self._shards = len(entries)
+        return len(keys)
 
     def __len__(self) -> int:
         return len(self.keys)
