@@ -6,7 +6,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load_config", "run", "start"]
+__all__ = ["__version__", "feed", "load_config", "run", "start"]
 
 
 def run(config: Any, **kwargs: Any) -> Any:
@@ -21,6 +21,14 @@ def start(config: Any) -> Any:
     from raygen.pipelines.run import start as _start
 
     return _start(_config(config))
+
+
+def feed(source: Any, **kwargs: Any) -> Any:
+    """Committed episodes of a run (a RunHandle) or a dataset folder, batch by batch, as they are committed
+    (raygen.pipelines.feeds.feed: min_quality_score, batch_size, start, follow, ...)."""
+    from raygen.pipelines.feeds import feed as _feed
+
+    return _feed(source, **kwargs)
 
 
 def load_config(path: Any = None, overrides: list[str] | None = None, output: str | None = None) -> Any:

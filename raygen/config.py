@@ -219,6 +219,39 @@ class UploadConfig(_Strict):
         return v
 
 
+class FeedConfig(_Strict):
+    """A live feed: committed episodes above a quality bar POSTed to a trainer in batches (raygen.pipelines.feeds)."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="The feed's name (its delivery record is "
+                                                                     "meta/raygen/feeds/<name>.jsonl).")
+    url: str = Field(..., description="The trainer's endpoint (http:// or https://).")
+    min_quality_score: float = Field(0.0, ge=0, le=1, description="Send only episodes scoring at least this.")
+    batch_size: int = Field(8, ge=1, description="Episodes per POST.")
+    max_wait_s: float = Field(5.0, gt=0, description="Send a partial batch once its first episode waited this long.")
+    payload: Literal["episodes", "references"] = Field(
+        "episodes", description="episodes: arrays (.npy) and encoded video/depth segments in the POST; "
+                                "references: only where they are in the dataset.")
+    api_key_env: str | None = Field(None, description="Environment variable holding the trainer's API key.")
+    api_key_file: str | None = Field(None, description="File holding the trainer's API key (else api_key_env).")
+    api_key_header: str = Field("Authorization", description="Header the key is sent in.")
+    api_key_prefix: str = Field("Bearer ", description="Put before the key in that header.")
+    timeout_s: float = Field(30.0, gt=0, description="Seconds before a POST counts as timed out.")
+    attempts: int = Field(5, ge=1, description="Tries per batch on 5xx, 408/425/429, timeouts and dropped "
+                                               "connections (exponential backoff with jitter); then the batch "
+                                               "waits and is tried again, never dropped.")
+    retry_after_s: float = Field(30.0, gt=0, description="Wait after the trainer refused a batch (other 4xx).")
+    drain_timeout_s: float = Field(30.0, ge=0, description="At the end of a run, how long the feed may take to "
+                                                           "deliver what is committed; the rest waits for the "
+                                                           "next run.")
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"must be an http:// or https:// URL, got {v!r}")
+        return v
+
+
 class CostConfig(_Strict):
     gpu_hour: float = Field(0.0, ge=0, description="Price of one GPU for one hour (the node price / its GPUs).")
     cpu_hour: float = Field(0.0, ge=0, description="Price of one CPU core for one hour.")
@@ -236,6 +269,14 @@ class RunConfig(_Strict):
     output: OutputConfig = Field(default_factory=OutputConfig)
     upload: UploadConfig = Field(default_factory=UploadConfig)
     cost: CostConfig = Field(default_factory=CostConfig)
+    feeds: list[FeedConfig] = Field(default_factory=list, description="Live feeds to trainers (several allowed).")
+
+    @model_validator(mode="after")
+    def _feed_names(self) -> RunConfig:
+        names = [f.name for f in self.feeds]
+        if len(names) != len(set(names)):
+            raise ValueError(f"feeds: names must be unique, got {names}")
+        return self
 
 
 class ConfigError(ValueError):
@@ -243,11 +284,19 @@ class ConfigError(ValueError):
 
 
 def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    from typing import get_args
+
     for part in loc[:-1]:
+        if isinstance(part, int):  # an item of a list section (feeds.0.url)
+            continue
         field = model.model_fields.get(str(part))
-        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+        annotation = field.annotation if field is not None else None
+        args = get_args(annotation)
+        if args and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+            annotation = args[0]
+        if not isinstance(annotation, type) or not issubclass(annotation, BaseModel):
             return []
-        model = field.annotation
+        model = annotation
     return sorted(model.model_fields)
 
 

@@ -26,6 +26,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -372,6 +373,7 @@ class Committer:
             "new_tasks": new_tasks,
             "files": {r: (self.root / r).stat().st_size for r in files},
             "committed_at": _now(),
+            "committed_ts": round(time.time(), 3),
         }
         self._write_meta()
         L.atomic_write_bytes(self._state_path(seq), self._stats.to_bytes())  # the statistics as of this commit

@@ -48,7 +48,7 @@ __all__ = ["HubTarget", "FolderTarget", "UploadError", "Uploader", "make_target"
 CARD = "README.md"
 # Files that exist for this machine only: never sent anywhere.
 _NEVER = frozenset({L.LOCK, L.UPLOADS})
-_NEVER_PREFIXES = (L.STAGING + "/", L.STATS_STATE_DIR + "/")
+_NEVER_PREFIXES = (L.STAGING + "/", L.STATS_STATE_DIR + "/", "meta/raygen/feeds/")
 # What a metadata-only target leaves out.
 _HEAVY_PREFIXES = ("videos/", "depth/")
 _RETRY_STATUS = frozenset({408, 409, 412, 429, 500, 502, 503, 504})

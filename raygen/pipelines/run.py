@@ -28,6 +28,7 @@ from raygen.datasets._video import VideoSettings
 from raygen.datasets.encode import EncodedEpisode
 from raygen.datasets.writer import DatasetWriter
 from raygen.pipelines.diversity import DiversityReport
+from raygen.pipelines.feeds import HttpFeed
 from raygen.pipelines.progress import ProgressDisplay
 from raygen.pipelines.rejects import fold_rejects, rejected_keys
 from raygen.pipelines.sources import Source, Todo, make_source
@@ -64,6 +65,8 @@ class RunSummary:
     upload: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per upload target: commits, files, bytes, reconciled and pending shards, last error."""
     upload_error: str | None = None
+    feeds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per live feed: queued, sent, filtered, pending, batches, bytes, retries, lag median/p95 (s)."""
 
     def format(self) -> str:
         lines = [
@@ -81,6 +84,11 @@ class RunSummary:
             lines.append(f"upload {name}: {rep['commits']} commits, {rep['files']} files, "
                          f"{rep['bytes'] / 1e6:.1f} MB, {rep['pending_shards']} shards pending"
                          + (" (metadata only)" if rep["metadata_only"] else ""))
+        for name, f in self.feeds.items():
+            lag = (f"; commit-to-delivery {f['lag_median_s']:.1f} s median, {f['lag_p95_s']:.1f} s p95"
+                   if f.get("lag_median_s") is not None else "")
+            lines.append(f"feed {name}: {f['sent']} sent, {f['filtered']} filtered, {f['pending']} pending, "
+                         f"{f['batches']} batches, {f['bytes'] / 1e6:.1f} MB{lag}")
         if self.upload_error:
             lines.append(f"upload failed: {self.upload_error}")
         if self.stopped:
@@ -157,6 +165,25 @@ class _Metrics:
         if self.generated is not None and n:
             self.generated.inc(n)
             self.rejected.inc(n)
+
+    def feed(self, name: str, *, sent: int = 0, filtered: int = 0, bytes: int = 0, lags: list[float] = ()) -> None:
+        """A live feed's deliveries (called from its thread)."""
+        if self.generated is None:
+            return
+        if not hasattr(self, "feed_sent"):
+            from ray.util.metrics import Counter, Histogram
+
+            self.feed_sent = Counter("raygen_feed_sent", "episodes a live feed delivered", tag_keys=("feed",))
+            self.feed_filtered = Counter("raygen_feed_filtered", "episodes below a feed's bar", tag_keys=("feed",))
+            self.feed_bytes = Counter("raygen_feed_bytes", "bytes a live feed delivered", tag_keys=("feed",))
+            self.feed_lag = Histogram("raygen_feed_lag_seconds", "commit-to-delivery seconds per episode",
+                                      boundaries=[0.5, 1, 2, 5, 10, 30, 60, 300, 1800], tag_keys=("feed",))
+        tags = {"feed": name}
+        for counter, v in ((self.feed_sent, sent), (self.feed_filtered, filtered), (self.feed_bytes, bytes)):
+            if v > 0:
+                counter.inc(v, tags=tags)
+        for lag in lags:
+            self.feed_lag.observe(max(0.0, float(lag)), tags=tags)
 
 
 def _build_stream(config: RunConfig, plan: Any, todo: Todo, rejects_dir: str, video: VideoSettings,
@@ -245,6 +272,7 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
     display: ProgressDisplay | None = None
     account = _Account()
     uploader = None
+    feeds: list[HttpFeed] = []
     clean = True
     driver_cores = StageCores(config.resources.pin_cores)  # the driver too keeps off the simulators' cores
 
@@ -263,6 +291,7 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
             from raygen.datasets.hub import Uploader
 
             uploader = Uploader(root, config.upload, commit_lock=writer.committer.commit_lock).start()
+        feeds = [HttpFeed(root, f).start() for f in config.feeds]  # they also resend what a crash left unsent
         if not len(todo):
             logger.info("nothing to do: all %d episodes are committed or rejected", source.total)
             return summary
@@ -275,6 +304,8 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
         logger.info("plan: %s; %d episodes to make (%d already done)", summary.plan, len(todo),
                     summary.skipped_done)
         metrics = _Metrics()
+        for f in feeds:
+            f.metrics = metrics
         if show_progress:  # rejects show as soon as a stage records them, before the driver folds them
             display = ProgressDisplay(len(todo), pending_rejects=lambda: sum(1 for _ in rejects_dir.glob("*.json")))
         sweep_stale_scratch()  # scratch of hosts killed with an earlier run (Ray runs no finalizers)
@@ -306,6 +337,8 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
                 diversity.save(root)
                 if uploader is not None:
                     uploader.notify()
+                for f in feeds:
+                    f.notify()
                 _progress(summary, progress, t0, len(todo))
             if display is not None:
                 display.update(accepted=summary.accepted, rejected=summary.rejected, shards=summary.shards)
@@ -338,6 +371,9 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
         except BaseException:
             writer.abort()
             raise
+        for f in feeds:  # the last shard too, within each feed's drain_timeout_s; the rest waits for the next run
+            f.notify()
+            summary.feeds[f.cfg.name] = (f.finish() if clean else (f.stop() or f.stats)).to_dict()
         summary.shards = len(writer.entries)
         summary.accepted = sum(len(e["episodes"]) for e in writer.entries)  # an aborted open shard is not
         summary.seconds = time.perf_counter() - t0
@@ -353,6 +389,8 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
             if uploader is not None:
                 _finish_upload(uploader, summary, flush=clean)
         finally:
+            for f in feeds:
+                f.stop()
             writer.close()
     if verify and (root / L.INFO).exists():
         from raygen.datasets.verify import verify_dataset
