@@ -56,6 +56,10 @@ def test_interactive_scaling_notebook(tmp_path, monkeypatch):
     report = json.loads(report_path.read_text())
     history = "\n".join(json.dumps(row) for row in report["history"])
     assert report["accepted"] >= 1 and report["shards"] >= 1 and report["verify_ok"] is True, report
+    # the feed read every committed episode, and the little model learned from it
+    assert report["feed_position"] == report["accepted"] and report["feed_batches"] >= 1, report
+    first, last = report["feed_loss_first_last"]
+    assert last <= first, report
     assert report["hosts_before"] >= 1, history
     assert report["hosts_after"] > report["hosts_before"], f"the pool did not grow:\n{history}"
     pngs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs
