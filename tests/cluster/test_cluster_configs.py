@@ -38,6 +38,12 @@ EXPORTED_METRICS = {
     "ray_raygen_stage_seconds_bucket",
     "ray_raygen_stage_seconds_sum",
     "ray_raygen_stage_seconds_count",
+    "ray_raygen_feed_sent_total",
+    "ray_raygen_feed_filtered_total",
+    "ray_raygen_feed_bytes_total",
+    "ray_raygen_feed_lag_seconds_bucket",
+    "ray_raygen_feed_lag_seconds_sum",
+    "ray_raygen_feed_lag_seconds_count",
 }
 NOT_CUSTOM = {"CPU", "GPU", "memory", "object_store_memory"}
 
