@@ -29,6 +29,8 @@ class Trainer:
         self.fail_next = 0
         self.stall_s = 0.0
         self.refuse = False
+        self.accept_batches: int | None = None
+        """After this many accepted batches, refuse (HTTP 400) every other."""
         self.requests = 0
         self.lock = threading.Lock()
         self.headers_seen: list[dict[str, str]] = []
@@ -43,7 +45,9 @@ class Trainer:
                 with trainer.lock:
                     trainer.requests += 1
                     trainer.headers_seen.append(dict(self.headers))
-                    fail, stall, refuse = trainer.fail_next > 0, trainer.stall_s, trainer.refuse
+                    fail, stall = trainer.fail_next > 0, trainer.stall_s
+                    refuse = trainer.refuse or (trainer.accept_batches is not None
+                                                and len(trainer.batches) >= trainer.accept_batches)
                     if fail:
                         trainer.fail_next -= 1
                 if stall:

@@ -32,7 +32,8 @@ def test_unknown_keys_are_named_with_the_known_ones(tmp_path):
     ("source.backend=unity", "source.backend: Input should be 'bullet', 'isaac', 'droid' or 'zed' (got 'unity')"),
     ("source.episodes=-1", "source.episodes: Input should be greater than or equal to 1 (got -1)"),
     ("source.width=33", "source.width: Value error, must be even for yuv420p video, got 33"),
-    ("nope=1", "nope: unknown key; known keys here: ['cost', 'output', 'resources', 'source', 'stages', 'upload']"),
+    ("nope=1", "nope: unknown key; known keys here: ['cost', 'feeds', 'output', 'resources', 'source', 'stages', "
+               "'upload']"),
 ])
 def test_bad_values_fail_before_anything_starts(override, expect):
     with pytest.raises(ConfigError, match=__import__("re").escape(expect)):

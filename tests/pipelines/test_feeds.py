@@ -57,17 +57,17 @@ def test_a_feed_sends_what_passes_the_bar_once_through_failures_and_a_crash(six,
     keys = DatasetReader(root).keys
     with Trainer() as trainer:
         cfg = FeedConfig(name="t", url=trainer.url, min_quality_score=0.7, batch_size=2, max_wait_s=0.2,
-                         attempts=3, timeout_s=5)
+                         attempts=3, timeout_s=5, retry_after_s=0.2)
         trainer.fail_next = 2  # two 500s: retried, nothing lost
+        trainer.accept_batches = 1  # then the trainer refuses, and the feed is abandoned (a killed driver)
         feed = HttpFeed(root, cfg).start()
         feed.notify()
-        assert _wait(lambda: len(trainer.keys) >= 2)
-        trainer.refuse = True  # then the trainer goes away mid-run: the feed is abandoned (a killed driver)
+        assert _wait(lambda: feed.stats.last_error is not None and "HTTP 400" in feed.stats.last_error)
         feed.stop()
         first = list(trainer.keys)
         acked = L.read_jsonl(root / L.FEED_LEDGER.format(name="t"))
         assert [e for line in acked for e in line["episodes"]] == [0, 2]  # above the bar, in commit order
-        trainer.refuse = False
+        trainer.accept_batches = None
         again = HttpFeed(root, cfg).start()  # the next run: resends only what was not acknowledged
         stats = again.finish(timeout_s=20)
     want = [k for k, s in zip(keys, [0.9, 0.5, 0.95, 0.6, 0.99, 0.8]) if s >= 0.7]
