@@ -549,7 +549,7 @@ def break_episode(ep: SynthEpisode, how: str) -> str:
         return f"recordings/SVO/{wrist}.svo: missing"
     if how == "corrupt_svo":
         (f / "recordings" / "SVO" / f"{wrist}.svo").write_bytes(b"garbage" * 10)
-        return "INVALID_SVO_FILE"
+        return "opening it with the ZED SDK failed (INVALID_SVO_FILE)"
     raise ValueError(f"unknown way to break an episode: {how!r}")
 
 

@@ -186,9 +186,13 @@ class DroidSource(Source):
                 for i, ref in enumerate(self.refs) if ref.uuid not in skip]
 
     def host_options(self) -> dict[str, Any]:
+        """Local paths made absolute: the backend processes work in folders of their own."""
         src = self.config.source
-        return {"root": src.root, "width": src.width, "height": src.height,
-                "droid": src.droid.model_dump(mode="json"), **src.backend_options}
+        droid = src.droid.model_dump(mode="json")
+        for name in ("calibration_cache", "intrinsics_file", "episode_ids_file"):
+            droid[name] = _absolute(droid[name])
+        return {"root": _absolute(str(src.root)), "width": src.width, "height": src.height, "droid": droid,
+                **src.backend_options}
 
     def raw_bytes(self) -> int:
         """Three cameras of RGB + uint16 depth at the stored size (DROID records 1280x720)."""
@@ -196,6 +200,14 @@ class DroidSource(Source):
             return 0
         width, height = self.config.source.size or (1280, 720)
         return TYPICAL_DROID_STEPS * 3 * width * height * (3 + 2)
+
+
+def _absolute(path: str | None) -> str | None:
+    if path is None or "://" in path:
+        return path
+    from pathlib import Path
+
+    return str(Path(path).expanduser().resolve())
 
 
 def make_source(config: RunConfig) -> Source:

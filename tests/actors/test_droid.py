@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 import sys
 
@@ -231,7 +232,7 @@ def test_one_frame_fewer_is_filled_and_recorded_other_mismatches_reject(tree_cop
         _backend(root, "full", depth=False).run_episode(_spec(root, ep0.uuid))
     stamps.unlink()
     expect = break_episode(ep0, "short_video")
-    with pytest.raises(EpisodeInputError, match=expect):
+    with pytest.raises(EpisodeInputError, match=re.escape(expect)):
         _backend(root, "full", depth=False).run_episode(_spec(root, ep0.uuid))
 
 
@@ -305,7 +306,7 @@ def test_zed_backend_rejects_missing_and_corrupt_svos(tree_copy, fake_pyzed):
     be = ZedBackend({"root": str(root), "droid": {"mode": "full"}})
     for ep, how in ((eps[0], "no_svo"), (eps[1], "corrupt_svo")):
         expect = break_episode(ep, how)
-        with pytest.raises(EpisodeInputError, match=expect):
+        with pytest.raises(EpisodeInputError, match=re.escape(expect)):
             be.run_episode(_spec(root, ep.uuid))
 
 

@@ -92,16 +92,19 @@ def load_cache(path: str | Path) -> dict[tuple[str, str], dict[str, Any]]:
         text = Path(path).read_text()
     except OSError as exc:
         raise ValueError(f"source.droid.calibration_cache: cannot read {path!r}: {exc}") from None
-    lines = text.splitlines() if text.endswith("\n") else text.splitlines()[:-1]  # a torn last line is skipped
+    lines = text.splitlines()
     for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
+            _cache_entry(rec)  # every field there and a number
             out[(str(rec["episode_id"]), str(rec["serial"]))] = rec
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            if i == len(lines) and not text.endswith("\n"):
+                continue  # a torn last line (a crash mid-write): skipped
             raise ValueError(f"source.droid.calibration_cache: {path}: line {i} is not a calibration record "
-                             f"({exc})") from None
+                             f"({type(exc).__name__}: {exc})") from None
     return out
 
 
@@ -149,8 +152,10 @@ class CalibrationSources:
                        "absent" if im128 is None else f"no {IM128_NAMES[camera]}")
         if got is None:
             entry = (self.user.get(uuid) or {}).get(serial) if self.user else None
-            got = take(_user_entry(entry) if entry is not None else None, "intrinsics file",
-                       "not given" if not self.user else "no entry")
+            parsed = _user_entry(entry) if entry is not None else None
+            got = take(parsed, "intrinsics file", "not given" if not self.user else "no entry")
+            if parsed is _MALFORMED:
+                tried[-1] = "intrinsics file: malformed entry (expected cameraMatrix [fx, cx, fy, cy])"
         if got is None:
             k = h5.get(f"{serial}_left")
             got = take(None if k is None else _from_k(k, "h5"), "trajectory.h5",
@@ -174,10 +179,19 @@ def _user_entry(entry: Any) -> Intrinsics | None:
         matrix = entry.get("cameraMatrix")
         size = (int(entry.get("width", NATIVE_SIZE[0])), int(entry.get("height", NATIVE_SIZE[1])))
     try:
-        fx, cx, fy, cy = (float(v) for v in list(matrix)[:4])  # the published order: [fx, cx, fy, cy]
+        values = [float(v) for v in list(matrix)]
     except (TypeError, ValueError):
-        return None
-    return Intrinsics(fx=fx, fy=fy, cx=cx, cy=cy, width=size[0], height=size[1], source="file")
+        return _MALFORMED
+    if len(values) != 4:  # the published form is [fx, cx, fy, cy]; a flattened 3x3 K is not it
+        return _MALFORMED
+    fx, cx, fy, cy = values
+    out = Intrinsics(fx=fx, fy=fy, cx=cx, cy=cy, width=size[0], height=size[1], source="file")
+    return out if (0 <= cx < out.width and 0 <= cy < out.height) or not out.valid else _MALFORMED
+
+
+_MALFORMED = Intrinsics(fx=float("nan"), fy=float("nan"), cx=float("nan"), cy=float("nan"), width=0, height=0,
+                        source="file")
+"""An entry that is there but not [fx, cx, fy, cy] with the principal point inside the image."""
 
 
 def read_im128(path: Path) -> dict[str, np.ndarray]:

@@ -135,11 +135,10 @@ class Recording:
         return float(np.linalg.norm(left[0, :3] - right[0, :3]))
 
 
-def open_recording(spec: EpisodeSpec, root: str, sources: CalibrationSources, cache: Path, *,
+def open_recording(spec: EpisodeSpec, files: EpisodeFiles, sources: CalibrationSources, *,
                    need_intrinsics: bool = True) -> Recording:
     """Read the metadata, trajectory.h5 and calibration of the spec's episode (no frames)."""
-    ref = DroidEpisodeRef.from_params(spec.params["droid"])
-    files = EpisodeFiles(root, ref, cache)
+    ref = files.ref
     t0 = time.perf_counter()
     meta = parse_metadata(require(files, ref.metadata, what="the episode's metadata json").read_bytes(),
                           files.rel(ref.metadata))
@@ -299,9 +298,9 @@ class RecordingBackend(abc.ABC):
         return CameraData(size=self.opts.size)
 
     def run_episode(self, spec: EpisodeSpec) -> Episode:
-        rec = open_recording(spec, self.opts.root, self.sources, self.cache,
-                             need_intrinsics=self.needs_recording_intrinsics())
-        try:
+        files = EpisodeFiles(self.opts.root, DroidEpisodeRef.from_params(spec.params["droid"]), self.cache)
+        try:  # a remote episode's copies go, whatever happens
+            rec = open_recording(spec, files, self.sources, need_intrinsics=self.needs_recording_intrinsics())
             cams = {}
             for cam in CAMERAS:
                 data = (self.camera_data(rec, cam) if self.opts.mode == "full" else self.calibration_only(rec, cam))
@@ -311,7 +310,7 @@ class RecordingBackend(abc.ABC):
                 cams[cam] = data
             ep = build_episode(rec, cams, backend=self.name, version=self.version, mode=self.opts.mode)
         finally:
-            rec.files.cleanup()
+            files.cleanup()
         return ep
 
     def needs_recording_intrinsics(self) -> bool:

@@ -70,6 +70,8 @@ class FrameMatch:
     """Steps that had no frame of their own (they show a neighbour's)."""
     method: str = "order"
     """order (frame i -> step i) or timestamps (<serial>_timestamps.json against frame_received)."""
+    frames: int = 0
+    """How many frames the recording held."""
 
     def info(self) -> dict[str, Any]:
         out: dict[str, Any] = {"frame_match": self.method}
@@ -117,23 +119,25 @@ def match_frames(n_frames: int, steps: int, where: str, *, frame_received: np.nd
                                     f"{tolerance_ms:g} ms)")
         for i in missing:
             index[i] = index[i - 1] if i > 0 else index[i + 1]
-        return FrameMatch(index=index, filled=missing, method="timestamps")
+        return FrameMatch(index=index, filled=missing, method="timestamps", frames=n_frames)
     if n_frames == steps:
-        return FrameMatch(index=np.arange(steps))
+        return FrameMatch(index=np.arange(steps), frames=n_frames)
     if n_frames == steps - 1:  # the known case: assume the last step lost its frame
-        return FrameMatch(index=np.concatenate([np.arange(n_frames), [n_frames - 1]]), filled=[steps - 1])
+        return FrameMatch(index=np.concatenate([np.arange(n_frames), [n_frames - 1]]), filled=[steps - 1],
+                          frames=n_frames)
     raise EpisodeInputError(f"{where}: {n_frames} frames for {steps} trajectory steps (only one frame fewer "
                             "than steps is tolerated)")
 
 
 def camera_frames(files: Any, serial: str, steps: int, size: tuple[int, int] | None,
-                  frame_received: np.ndarray | None, tolerance_ms: float) -> tuple[np.ndarray, FrameMatch, tuple]:
+                  frame_received: np.ndarray | None, tolerance_ms: float, *, threads: int = 0
+                  ) -> tuple[np.ndarray, FrameMatch, tuple]:
     """The left camera's RGB frames [T,H,W,3], one per step, and how they were matched."""
     from raygen.actors.droid.raw import require
 
     path = require(files, "recordings", "MP4", f"{serial}.mp4", what="the camera's left-eye MP4")
     where = files.rel("recordings", "MP4", f"{serial}.mp4")
-    rgb, _, native = decode_mp4(path, where, size)
+    rgb, _, native = decode_mp4(path, where, size, threads=threads)
     match = match_frames(len(rgb), steps, where, frame_received=frame_received,
                          frame_times=_timestamps(files, serial), tolerance_ms=tolerance_ms)
     return rgb[match.index], match, native

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import re
 import shutil
 from dataclasses import asdict, dataclass
@@ -117,16 +118,18 @@ def is_local(root: str) -> bool:
     return "://" not in root or root.startswith("file://")
 
 
-def _ref(rel_meta: str) -> DroidEpisodeRef | None:
+def _ref(rel_meta: str, full: str) -> DroidEpisodeRef | None:
+    """An episode from its metadata file: ``rel_meta`` relative to the root (the folder kept), ``full`` its
+    whole path (lab, outcome and date may sit above the root when the root is a lab or an episode)."""
     parts = rel_meta.split("/")
     m = METADATA_RE.match(parts[-1])
     if m is None:
         return None
     uuid = m.group("uuid")
     folder = "/".join(parts[:-1])
-    up = parts[:-1]
+    up = full.rstrip("/").split("/")[:-1]
     outcome = up[-3] if len(up) >= 3 and up[-3] in OUTCOMES else ""
-    lab = up[-4] if len(up) >= 4 else ""
+    lab = up[-4] if len(up) >= 4 and outcome else ""
     date = up[-2] if len(up) >= 2 else ""
     u = UUID_RE.match(uuid)
     if u is not None:
@@ -160,7 +163,8 @@ def list_episodes(root: str, filt: DroidFilter | None = None) -> tuple[list[Droi
     refs, seen = [], set()
     prefix = base.rstrip("/") + "/"
     for path in found:
-        ref = _ref(str(path)[len(prefix):] if str(path).startswith(prefix) else str(path).rsplit("/", 1)[-1])
+        ref = _ref(str(path)[len(prefix):] if str(path).startswith(prefix) else str(path).rsplit("/", 1)[-1],
+                   str(path))
         if ref is None:
             continue
         if ref.uuid in seen:
@@ -192,7 +196,8 @@ def read_id_file(path: str) -> frozenset[str]:
         except json.JSONDecodeError as exc:
             raise DroidTreeError(f"source.droid.episode_ids_file: {path}: not a JSON list ({exc})") from None
         return frozenset(str(i) for i in ids)
-    return frozenset(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
+    ids = (line.split("#", 1)[0].strip() for line in text.splitlines())  # "# ..." comments, whole or trailing
+    return frozenset(i for i in ids if i)
 
 
 # ----------------------------------------------------------------------------------------- one episode
@@ -228,14 +233,19 @@ class EpisodeFiles:
         self._fs, base = _fs(root)
         self.remote_folder = f"{base.rstrip('/')}/{ref.folder}" if ref.folder else base
         self.cache = cache / f"droid-{ref.uuid}"
-        self._fetched: list[Path] = []
 
     def rel(self, *parts: str) -> str:
         """Where a file sits, relative to the root (for messages)."""
         return "/".join(p for p in (self.ref.folder, *parts) if p)
 
     def exists(self, *parts: str) -> bool:
-        return self._fs.exists(f"{self.remote_folder}/{'/'.join(parts)}")
+        """Whether the file is there; only "not found" is False (fsspec's own exists() would also say False
+        for a network or permission error, turning a hiccup into a missing file)."""
+        try:
+            self._fs.info(f"{self.remote_folder}/{'/'.join(parts)}")
+        except FileNotFoundError:
+            return False
+        return True
 
     def listdir(self, *parts: str) -> list[str]:
         """Names of the files in a folder of the episode ([] when it does not exist)."""
@@ -254,11 +264,12 @@ class EpisodeFiles:
             return p
         dst = self.cache.joinpath(*parts)
         if not dst.exists():
-            if not self._fs.exists(remote):
+            if not self.exists(*parts):
                 raise FileNotFoundError(self.rel(*parts))
             dst.parent.mkdir(parents=True, exist_ok=True)
-            self._fs.get(remote, str(dst))
-            self._fetched.append(dst)
+            partial = dst.with_name(dst.name + ".partial")
+            self._fs.get(remote, str(partial))  # a download cut short never passes for the file
+            os.replace(partial, dst)
         return dst
 
     def read_bytes(self, *parts: str) -> bytes:

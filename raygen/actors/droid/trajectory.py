@@ -110,8 +110,11 @@ def read_trajectory(path: Path, where: str, serials: list[str]) -> Trajectory:
             except (OSError, TypeError, ValueError) as exc:
                 problems.append(f"dataset {name!r} cannot be read ({exc})")
                 return None
+            if a.ndim == 0 or len(a) == 0:
+                problems.append(f"dataset {name!r} is {'a scalar' if a.ndim == 0 else 'empty (0 steps)'}")
+                return None
             if width is not None:
-                a = a.reshape(len(a), -1) if a.ndim >= 1 else a
+                a = a.reshape(len(a), -1)
                 if a.ndim != 2 or a.shape[1] != width:
                     problems.append(f"dataset {name!r} has shape {list(a.shape)}, expected [T,{width}]")
                     return None

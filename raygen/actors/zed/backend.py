@@ -10,17 +10,23 @@ CPU backend uses (raygen.actors.droid.episode).
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from raygen.actors.droid.episode import CameraData, Recording, RecordingBackend
 from raygen.actors.droid.frames import match_frames
 from raygen.actors.droid.raw import require
-from raygen.actors.zed.svo import SvoReader, sdk
+from raygen.actors.zed.svo import SvoReader, check_depth_mode, sdk
 
 __all__ = ["ZedBackend"]
 
 
 class ZedBackend(RecordingBackend):
     name = "zed"
+
+    def __init__(self, options: dict[str, Any]):
+        super().__init__(options)
+        if self.opts.mode == "full" and self.opts.depth:
+            check_depth_mode(self.opts.zed_depth_mode)  # a typo stops the backend at start, not every episode
 
     def describe_version(self) -> str:
         sl = sdk()

@@ -23,7 +23,26 @@ from raygen._deps import require
 from raygen.actors.droid.calibration import Intrinsics
 from raygen.actors.spec import EpisodeInputError
 
-__all__ = ["SvoCalibration", "SvoReader", "sdk"]
+__all__ = ["SvoCalibration", "SvoReader", "check_depth_mode", "sdk"]
+
+FILE_ERRORS = frozenset({"INVALID_SVO_FILE", "SVO_UNSUPPORTED_COMPRESSION", "CORRUPTED_FRAME", "SVO_RECORDING_ERROR"})
+"""ZED SDK errors that mean the file is bad (a reject). Any other (CUDA, no GPU, a driver) is the node's
+problem: raised as RuntimeError, so the episode is retried, and never recorded as bad input."""
+
+
+def _error(err: Any, where: str, doing: str) -> Exception:
+    name = getattr(err, "name", str(err))
+    if name in FILE_ERRORS:
+        return EpisodeInputError(f"{where}: {doing} failed ({name})")
+    return RuntimeError(f"{where}: {doing} failed ({name}); not a problem of the file (GPU, CUDA or the SDK?)")
+
+
+def check_depth_mode(mode: str) -> None:
+    """A depth mode this SDK has, or ValueError listing those it has (called when the backend starts)."""
+    sl = sdk()
+    if not hasattr(sl.DEPTH_MODE, mode):
+        known = [m for m in dir(sl.DEPTH_MODE) if m.isupper()]
+        raise ValueError(f"source.droid.zed_depth_mode: {mode!r} is not a ZED SDK depth mode; this SDK has {known}")
 
 
 def sdk() -> Any:
@@ -57,17 +76,15 @@ class SvoReader:
         if depth_mode is None:
             init.depth_mode = sl.DEPTH_MODE.NONE
         else:
-            try:
-                init.depth_mode = getattr(sl.DEPTH_MODE, depth_mode)
-            except AttributeError:
-                known = [m for m in dir(sl.DEPTH_MODE) if m.isupper()]
-                raise ValueError(f"source.droid.zed_depth_mode: {depth_mode!r} is not a ZED SDK depth mode; "
-                                 f"this SDK has {known}") from None
+            check_depth_mode(depth_mode)
+            init.depth_mode = getattr(sl.DEPTH_MODE, depth_mode)
         self.depth_mode = depth_mode
         self.zed = sl.Camera()
         err = self.zed.open(init)
         if err != sl.ERROR_CODE.SUCCESS:
-            raise EpisodeInputError(f"{where}: the ZED SDK cannot open it ({err})")
+            self.zed.close()
+            self.zed = None
+            raise _error(err, where, "opening it with the ZED SDK")
 
     def __enter__(self) -> SvoReader:
         return self
@@ -107,7 +124,7 @@ class SvoReader:
             if err == sl.ERROR_CODE.END_OF_SVOFILE_REACHED:
                 break
             if err != sl.ERROR_CODE.SUCCESS:
-                raise EpisodeInputError(f"{self.where}: grab failed at frame {len(rgbs)} ({err})")
+                raise _error(err, self.where, f"grabbing frame {len(rgbs)}")
             self.zed.retrieve_image(image, sl.VIEW.LEFT, sl.MEM.CPU, res)
             bgra = np.asarray(image.get_data())
             rgbs.append(np.ascontiguousarray(bgra[..., 2::-1]))
