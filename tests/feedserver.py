@@ -2,7 +2,8 @@
 
 It parses each POST as raygen-feed/1 (a zip with batch.json, .npy arrays and video segments), keeps every
 batch, counts duplicates by Idempotency-Key and by episode key, checks the API key when given one, and can be
-told to fail (HTTP 500) the next N requests, stall (answer late), or refuse (HTTP 400).
+told to fail (HTTP 500) the next N requests, take a batch but lose the answer, stall (answer late), or
+refuse (HTTP 400).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class Trainer:
         self.seen_batches: dict[str, int] = {}
         self.received_at: dict[str, float] = {}
         self.fail_next = 0
+        self.lose_answers = 0
+        """Take the next N batches but answer HTTP 500 (the answer lost on its way back)."""
         self.stall_s = 0.0
         self.refuse = False
         self.accept_batches: int | None = None
@@ -50,6 +53,9 @@ class Trainer:
                                                 and len(trainer.batches) >= trainer.accept_batches)
                     if fail:
                         trainer.fail_next -= 1
+                    lose = trainer.lose_answers > 0 and not fail
+                    if lose:
+                        trainer.lose_answers -= 1
                 if stall:
                     time.sleep(stall)
                 if trainer.api_key and self.headers.get(trainer.header) != trainer.prefix + trainer.api_key:
@@ -59,7 +65,7 @@ class Trainer:
                 if fail:
                     return self._answer(500)
                 trainer._take(self.headers.get("Idempotency-Key", ""), body)
-                self._answer(200)
+                self._answer(500 if lose else 200)
 
             def _answer(self, code: int) -> None:
                 self.send_response(code)

@@ -172,9 +172,16 @@ class Committer:
         self._total_frames = self._ledger[-1]["frame_to"]
         last = self._ledger[-1]["seq"]
         state = self._state_path(last)
+        loaded = False
         if state.exists():  # the statistics as of the last commit: no data file is read
-            self._stats = StatsAccumulator.from_bytes(state.read_bytes())
-        else:  # a dataset from before raygen saved them: rebuilt from the data once, then saved
+            try:
+                self._stats = StatsAccumulator.from_bytes(state.read_bytes())
+                loaded = True
+            except Exception as exc:  # damaged, or another version's format: the data has the truth
+                logger.warning("%s: unreadable (%s: %s); rebuilding the statistics from the data files", state,
+                               type(exc).__name__, exc)
+                self._stats = StatsAccumulator()
+        if not loaded:  # also a dataset from before raygen saved them: rebuilt from the data once, then saved
             logger.info("%s: rebuilding the statistics from the data files (once)", root)
             for entry in self._ledger:
                 self._load_shard_stats(entry)

@@ -96,8 +96,9 @@ class DatasetWriter:
         return entry
 
     def close(self) -> None:
-        """Commit the last partial shard and release the dataset; safe to call twice."""
+        """Commit the last partial shard (unless aborted) and release the dataset; safe to call twice."""
         if self._closed:
+            self.committer.close()
             return
         self._closed = True
         try:
@@ -105,14 +106,16 @@ class DatasetWriter:
         finally:
             self.committer.close()
 
-    def abort(self) -> None:
-        """Drop the open shard (nothing of it is committed) and release the dataset."""
+    def abort(self, *, release: bool = True) -> None:
+        """Drop the open shard (nothing of it is committed); release the dataset unless ``release`` is False
+        (then it stays locked, ours, until :meth:`close`)."""
         if self._shard is not None:
             self._shard.abort()
             self._shard = None
         self._pending.clear()
         self._closed = True
-        self.committer.close()
+        if release:
+            self.committer.close()
 
     def __enter__(self) -> DatasetWriter:
         return self

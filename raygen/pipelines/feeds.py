@@ -10,9 +10,10 @@ Two ways to take episodes as they are committed:
 The backlog never sits in memory: both read the committed dataset, which is on disk anyway. A trainer slower
 than generation only falls behind (the ``pending`` count grows); commits never wait for it and nothing is
 dropped. At the end of a run an HTTP feed gets ``drain_timeout_s`` to catch up; what it has not delivered
-stays pending and is sent by the next run (or the next ``raygen run`` of the same config): every
-acknowledged batch is a line of ``meta/raygen/feeds/<name>.jsonl`` (local, never uploaded), and after a
-crash the feed resends exactly what was committed but not acknowledged, as the Hub uploader does.
+stays pending and is sent by the next run (or the next ``raygen run`` of the same config): each batch is
+fixed before its first POST (an ``intent`` line of ``meta/raygen/feeds/<name>.jsonl``, local, never
+uploaded) and every acknowledged batch is a line there too; after a crash the feed first resends the batch
+that was on its way, as it was, then what was committed but not acknowledged, as the Hub uploader does.
 
 **The HTTP payload** (``format: raygen-feed/1``): one POST per batch, ``Content-Type: application/zip``,
 headers ``Idempotency-Key`` (the batch id: a hash of its episode keys, the same on every retry and after a
@@ -33,6 +34,7 @@ zip holds ``batch.json`` only, and a trainer with access to the dataset reads th
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import hashlib
 import io
@@ -56,7 +58,7 @@ from raygen.datasets import _layout as L
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FeedBatch", "FeedStats", "HttpFeed", "feed"]
+__all__ = ["FeedBatch", "FeedStats", "HttpFeed", "check_feeds", "feed"]
 
 FORMAT = "raygen-feed/1"
 _RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -78,18 +80,27 @@ class Committed:
 
 
 class CommittedEpisodes:
-    """The dataset's committed episodes in commit order, read incrementally from the ledger (O(new shards))."""
+    """The dataset's committed episodes in commit order, read incrementally from the ledger: the ledger is
+    re-read only when it grew, and only shards with episodes from ``start`` on are opened."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, start: int = 0):
         self.root = root
+        self.start = start
         self._shards = 0
+        self._size = -1
 
     def new(self) -> list[Committed]:
         import pyarrow.parquet as pq
 
-        entries = L.read_jsonl(self.root / L.LEDGER)
+        path = self.root / L.LEDGER
+        size = path.stat().st_size if path.exists() else 0
+        if size == self._size:
+            return []
+        entries = L.read_jsonl(path)
         out: list[Committed] = []
         for e in entries[self._shards:]:
+            if e["episode_from"] + len(e["episodes"]) <= self.start:
+                continue  # delivered before
             cf = {"chunk_index": e["chunk_index"], "file_index": e["file_index"]}
             rec = L.read_json(self.root / L.SHARD_RECORD_PATH.format(**cf))
             tasks = pq.read_table(self.root / L.EPISODES_PATH.format(**cf), columns=["tasks"]).column(0).to_pylist()
@@ -99,7 +110,7 @@ class CommittedEpisodes:
                 out.append(Committed(index=e["episode_from"] + i, key=key, task=str(tasks[i][0] if tasks[i] else ""),
                                      score=None if score is None else float(score), committed_ts=ts,
                                      chunk=e["chunk_index"], file=e["file_index"]))
-        self._shards = len(entries)
+        self._shards, self._size = len(entries), size
         return out
 
 
@@ -160,10 +171,15 @@ def _episode_files(root: Path, reader: Any, ep: Committed, references_only: bool
     return entry, files
 
 
+def _batch_id(episodes: list[Committed]) -> str:
+    """The Idempotency-Key: a hash of the batch's episode keys."""
+    return hashlib.sha256("\n".join(ep.key for ep in episodes).encode()).hexdigest()[:20]
+
+
 def build_payload(root: Path, reader: Any, feed_name: str, episodes: list[Committed], references_only: bool
                   ) -> tuple[str, bytes]:
     """(batch id, zip bytes) of one batch."""
-    batch_id = hashlib.sha256("\n".join(ep.key for ep in episodes).encode()).hexdigest()[:20]
+    batch_id = _batch_id(episodes)
     entries, files = [], {}
     for ep in episodes:
         entry, more = _episode_files(root, reader, ep, references_only)
@@ -231,10 +247,16 @@ class HttpFeed:
         self._ledger = self.root / L.FEED_LEDGER.format(name=cfg.name)
         L.cut_torn_tail(self._ledger)
         lines = L.read_jsonl(self._ledger)
-        self.position = int(lines[-1]["through"]) if lines else 0
+        acks = [line for line in lines if "through" in line]
+        self.position = int(acks[-1]["through"]) if acks else 0
         """Episodes before this index were sent (or filtered) and acknowledged."""
-        self._episodes = CommittedEpisodes(self.root)
+        self._resume: list[int] | None = lines[-1]["episodes"] if lines and "intent" in lines[-1] else None
+        """The batch that was on its way when the last run ended: sent again first, as it was."""
+        self._episodes = CommittedEpisodes(self.root, start=self.position)
+        self._incoming: collections.deque[Committed] = collections.deque()
         self._pending: list[tuple[Committed, float]] = []
+        self._inflight: list[Committed] | None = None
+        """The batch being sent: fixed (its Idempotency-Key too) until the trainer acknowledges it."""
         self._considered = self.position
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -258,11 +280,17 @@ class HttpFeed:
         self._draining.set()
         self._wake.set()
         deadline = time.monotonic() + (self.cfg.drain_timeout_s if timeout_s is None else timeout_s)
+        entries = L.read_jsonl(self.root / L.LEDGER)  # the run has stopped committing: this is all there is
+        committed = entries[-1]["episode_from"] + len(entries[-1]["episodes"]) if entries else 0
         while time.monotonic() < deadline and self._thread is not None and self._thread.is_alive():
-            if self._caught_up():
+            if not self._pending and self._inflight is None and self.position >= committed:
                 break
             time.sleep(0.1)
         self.stop()
+        try:  # what was committed but never taken (a short drain) is pending too
+            self._take_new()
+        except Exception:
+            logger.debug("feed %s: could not count pending episodes", self.cfg.name, exc_info=True)
         if self.stats.pending:
             logger.warning("feed %s: %d episodes not delivered within %.0f s; the next run sends them",
                            self.cfg.name, self.stats.pending, self.cfg.drain_timeout_s)
@@ -273,10 +301,6 @@ class HttpFeed:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=self.cfg.timeout_s + 5)
-
-    def _caught_up(self) -> bool:
-        committed = sum(len(e["episodes"]) for e in L.read_jsonl(self.root / L.LEDGER))
-        return not self._pending and self.position >= committed
 
     # --------------------------------------------------------------- the loop
     def _loop(self) -> None:
@@ -305,20 +329,31 @@ class HttpFeed:
                 backoff = min(backoff * 2, 30.0)
 
     def _take_new(self) -> None:
-        for ep in self._episodes.new():
-            if ep.index < self._considered:
-                continue  # acknowledged in an earlier run
-            self._considered = ep.index + 1
-            if _passes(ep, self.cfg.min_quality_score):
-                self._pending.append((ep, time.monotonic()))
-                self.stats.queued += 1
-            else:
-                self.stats.filtered += 1
-                if self.metrics is not None:
-                    self.metrics.feed(self.cfg.name, filtered=1)
+        self._incoming.extend(self._episodes.new())  # each leaves the backlog only once it is handled
+        filtered = 0
+        while self._incoming:
+            ep = self._incoming[0]
+            if ep.index >= self._considered:  # else acknowledged in an earlier run
+                if _passes(ep, self.cfg.min_quality_score):
+                    self._pending.append((ep, time.monotonic()))
+                    self.stats.queued += 1
+                else:
+                    self.stats.filtered += 1
+                    filtered += 1
+                self._considered = ep.index + 1
+            self._incoming.popleft()
         self.stats.pending = len(self._pending)
+        if filtered:
+            self._count(filtered=filtered)
 
     def _due(self) -> list[Committed] | None:
+        if self._inflight is not None:
+            return self._inflight
+        if self._resume is not None:
+            batch, self._resume = self._resume_batch(self._resume), None
+            if batch:
+                self._inflight = batch
+                return batch
         if not self._pending:
             if self._considered > self.position:  # only filtered episodes since the last ack: record the progress
                 self._ack([], self._considered, 0)
@@ -326,7 +361,21 @@ class HttpFeed:
         full = len(self._pending) >= self.cfg.batch_size
         waited = time.monotonic() - self._pending[0][1] >= self.cfg.max_wait_s
         if full or waited or self._draining.is_set():
-            return [ep for ep, _ in self._pending[: self.cfg.batch_size]]
+            batch = [ep for ep, _ in self._pending[: self.cfg.batch_size]]
+            L.append_line(self._ledger, json.dumps({"intent": _batch_id(batch), "episodes": [ep.index for ep in batch],
+                                                    "at": time.time()}))
+            self._inflight = batch
+            return batch
+        return None
+
+    def _resume_batch(self, indices: list[int]) -> list[Committed] | None:
+        """The batch a crash left on its way, when the pending episodes still start with it (the same
+        Idempotency-Key, so a trainer that took it drops the copy)."""
+        head = [ep for ep, _ in self._pending[: len(indices)]]
+        if [ep.index for ep in head] == list(indices):
+            return head
+        logger.info("feed %s: the batch on its way when the last run ended (episodes %s) no longer matches the "
+                    "pending episodes (min_quality_score changed?); batching afresh", self.cfg.name, indices)
         return None
 
     def _send(self, batch: list[Committed]) -> None:
@@ -344,15 +393,23 @@ class HttpFeed:
         through = rest[0][0].index if rest else self._considered
         now = time.time()
         self._ack([ep.index for ep in batch], through, len(body), batch_id)
-        self._pending = rest
+        self._pending, self._inflight = rest, None
         self.stats.sent += len(batch)
         self.stats.batches += 1
         self.stats.bytes += len(body)
         self.stats.pending = len(self._pending)
         lags = [now - ep.committed_ts for ep in batch]
         self.stats.lag_s = (self.stats.lag_s + lags)[-_LAG_KEEP:]
-        if self.metrics is not None:
-            self.metrics.feed(self.cfg.name, sent=len(batch), bytes=len(body), lags=lags)
+        self._count(sent=len(batch), bytes=len(body), lags=lags)
+
+    def _count(self, **kw: Any) -> None:
+        """The dashboard's feed metrics; best effort, never in the way of delivery."""
+        if self.metrics is None:
+            return
+        try:
+            self.metrics.feed(self.cfg.name, **kw)
+        except Exception:
+            logger.debug("feed %s: metrics failed", self.cfg.name, exc_info=True)
 
     def _post(self, body: bytes, headers: dict[str, str], batch_id: str) -> None:
         delay = 0.5
@@ -387,6 +444,12 @@ class HttpFeed:
 
     def _redact(self, text: str) -> str:
         return text.replace(self.secret, "***") if self.secret else text
+
+
+def check_feeds(feeds: list[Any]) -> None:
+    """Each feed's API key can be read (a run checks this before it opens the dataset)."""
+    for cfg in feeds:
+        _api_key(cfg)
 
 
 def _api_key(cfg: Any) -> str | None:
@@ -451,11 +514,10 @@ def feed(source: Any, *, min_quality_score: float = 0.0, batch_size: int = 8, st
         elif reader is not None:
             reader.refresh()
         total = len(reader) if reader is not None else 0
-        if position < total:
-            last_new = time.monotonic()
         while position < total:
             ep = reader.episode(position, decode_video=decode_video)
             position += 1
+            last_new = time.monotonic()  # idle time counts from the last episode taken, not the trainer's work
             score = ep.metrics.get("quality.score")
             if min_quality_score > 0 and (score is None or float(score) < min_quality_score):
                 continue
@@ -464,8 +526,8 @@ def feed(source: Any, *, min_quality_score: float = 0.0, batch_size: int = 8, st
                 yield FeedBatch(batch, position)
                 batch = []
         if not running or (idle_timeout_s is not None and time.monotonic() - last_new > idle_timeout_s):
-            if handle is not None and reader is not None and (reader.refresh() or position < len(reader)):
-                continue  # the run committed more just before it ended
+            if reader is not None and (reader.refresh() or position < len(reader)):
+                continue  # more was committed while the last batches were out
             if batch:
                 yield FeedBatch(batch, position)
             return

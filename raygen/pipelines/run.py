@@ -28,7 +28,7 @@ from raygen.datasets._video import VideoSettings
 from raygen.datasets.encode import EncodedEpisode
 from raygen.datasets.writer import DatasetWriter
 from raygen.pipelines.diversity import DiversityReport
-from raygen.pipelines.feeds import HttpFeed
+from raygen.pipelines.feeds import HttpFeed, check_feeds
 from raygen.pipelines.progress import ProgressDisplay
 from raygen.pipelines.rejects import fold_rejects, rejected_keys
 from raygen.pipelines.sources import Source, Todo, make_source
@@ -137,6 +137,11 @@ class _Metrics:
             self.cost = Counter("raygen_cost", "estimated cost at the config's prices (cost.currency)")
             self.stage = Histogram("raygen_stage_seconds", "seconds per episode per stage",
                                    boundaries=[0.01, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 300], tag_keys=("stage",))
+            self.feed_sent = Counter("raygen_feed_sent", "episodes a live feed delivered", tag_keys=("feed",))
+            self.feed_filtered = Counter("raygen_feed_filtered", "episodes below a feed's bar", tag_keys=("feed",))
+            self.feed_bytes = Counter("raygen_feed_bytes", "bytes a live feed delivered", tag_keys=("feed",))
+            self.feed_lag = Histogram("raygen_feed_lag_seconds", "commit-to-delivery seconds per episode",
+                                      boundaries=[0.5, 1, 2, 5, 10, 30, 60, 300, 1800], tag_keys=("feed",))
         except Exception:  # metrics are best effort
             logger.debug("ray.util.metrics unavailable", exc_info=True)
             self.generated = None
@@ -167,17 +172,9 @@ class _Metrics:
             self.rejected.inc(n)
 
     def feed(self, name: str, *, sent: int = 0, filtered: int = 0, bytes: int = 0, lags: list[float] = ()) -> None:
-        """A live feed's deliveries (called from its thread)."""
+        """A live feed's deliveries (called from the feeds' threads; the metrics exist from __init__)."""
         if self.generated is None:
             return
-        if not hasattr(self, "feed_sent"):
-            from ray.util.metrics import Counter, Histogram
-
-            self.feed_sent = Counter("raygen_feed_sent", "episodes a live feed delivered", tag_keys=("feed",))
-            self.feed_filtered = Counter("raygen_feed_filtered", "episodes below a feed's bar", tag_keys=("feed",))
-            self.feed_bytes = Counter("raygen_feed_bytes", "bytes a live feed delivered", tag_keys=("feed",))
-            self.feed_lag = Histogram("raygen_feed_lag_seconds", "commit-to-delivery seconds per episode",
-                                      boundaries=[0.5, 1, 2, 5, 10, 30, 60, 300, 1800], tag_keys=("feed",))
         tags = {"feed": name}
         for counter, v in ((self.feed_sent, sent), (self.feed_filtered, filtered), (self.feed_bytes, bytes)):
             if v > 0:
@@ -187,7 +184,8 @@ class _Metrics:
 
 
 def _build_stream(config: RunConfig, plan: Any, todo: Todo, rejects_dir: str, video: VideoSettings,
-                  generate_only: bool = False, stop_file: str | None = None, source: Source | None = None) -> Any:
+                  generate_only: bool = False, stop_file: str | None = None, source: Source | None = None,
+                  diversity: DiversityReport | None = None) -> Any:
     from ray.data import ActorPoolStrategy
 
     from raygen.actors.host import HostConfig, WorkerHost
@@ -233,8 +231,9 @@ def _build_stream(config: RunConfig, plan: Any, todo: Todo, rejects_dir: str, vi
     quality = QualitySettings(min_score=st.quality.min_score, require_success=st.quality.require_success)
     ds = stage(QualityFlowStage, {"settings": quality, "rejects_dir": rejects_dir, "step_m": st.flow.step_m},
                ActorPoolStrategy(min_size=1, max_size=2), 256, 2)
+    seed = {"reference": diversity.sample, "committed": diversity.n} if diversity is not None else {}
     ds = stage(DiversityStage, {"reject_duplicates": st.diversity.reject_duplicates,
-                                "threshold": st.diversity.duplicate_threshold, "rejects_dir": rejects_dir},
+                                "threshold": st.diversity.duplicate_threshold, "rejects_dir": rejects_dir, **seed},
                ActorPoolStrategy(size=1), 256, 2)
     return stage(EncodeStage, {"video": video, "threads": max(1, math.ceil(stage_cpu)),
                                "lerobot_depth": config.output.lerobot_depth},
@@ -255,6 +254,7 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
     from raygen.cluster.plan import discover, make_plan
 
     source = make_source(config)  # checks the backend, its options and (for DROID) lists the tree
+    check_feeds(config.feeds)  # a missing API key fails here, before the dataset is opened
     root = Path(config.output.path)
     video = VideoSettings(codec=config.output.video_codec, crf=config.output.crf, g=config.output.gop)
     summary = RunSummary(path=str(root))
@@ -274,6 +274,7 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
     uploader = None
     feeds: list[HttpFeed] = []
     clean = True
+    finished = threading.Event()
     driver_cores = StageCores(config.resources.pin_cores)  # the driver too keeps off the simulators' cores
 
     def fold() -> None:  # reject records from the stages -> meta/raygen/rejects/, counts, costs, metrics
@@ -291,7 +292,9 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
             from raygen.datasets.hub import Uploader
 
             uploader = Uploader(root, config.upload, commit_lock=writer.committer.commit_lock).start()
-        feeds = [HttpFeed(root, f).start() for f in config.feeds]  # they also resend what a crash left unsent
+        feeds = [HttpFeed(root, f) for f in config.feeds]  # all built (keys read) before any starts
+        for f in feeds:  # they also resend what a crash left unsent
+            f.start()
         if not len(todo):
             logger.info("nothing to do: all %d episodes are committed or rejected", source.total)
             return summary
@@ -311,9 +314,11 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
         sweep_stale_scratch()  # scratch of hosts killed with an earlier run (Ray runs no finalizers)
         L.atomic_write_json(root / L.RUN, _run_record(config, plan, summary))
         stop_file = writer.committer.staging_dir / "STOP"
+        stop_file.unlink(missing_ok=True)  # one a late stop() of an earlier run left
         if stop is not None:  # the hosts see the file and skip the remaining specs
-            threading.Thread(target=lambda: stop.wait() and stop_file.touch(), daemon=True).start()
-        stream = _build_stream(config, plan, todo, str(rejects_dir), video, stop_file=str(stop_file), source=source)
+            threading.Thread(target=_watch_stop, args=(stop, finished, stop_file), daemon=True).start()
+        stream = _build_stream(config, plan, todo, str(rejects_dir), video, stop_file=str(stop_file), source=source,
+                               diversity=diversity)
         for row in stream.iter_rows():
             t_row, c_row = time.perf_counter(), time.thread_time()
             driver_cores.apply()
@@ -328,13 +333,13 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
                 if k.startswith("timing.") and isinstance(v, int | float):
                     stage_totals[k[7:-2]] = stage_totals.get(k[7:-2], 0.0) + float(v)
             stage_totals["simulator"] = stage_totals.get("simulator", 0.0) + float(m.get("host.episode_s", 0.0))
-            diversity.add(enc)
             entry = writer.add_encoded(enc)
             summary.accepted += 1
             if entry is not None:
                 fold()
                 summary.shards += 1
-                diversity.save(root)
+                diversity.add_shard(root, entry)  # committed episodes only; a crash before the save loses
+                diversity.save(root)  # nothing: the next open replays shards after the saved seq
                 if uploader is not None:
                     uploader.notify()
                 for f in feeds:
@@ -354,6 +359,7 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
         clean = False
         raise
     finally:
+        finished.set()
         driver_cores.restore()
         if display is not None:
             display.update(accepted=summary.accepted, rejected=summary.rejected, shards=summary.shards)
@@ -367,9 +373,10 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
             if clean:
                 writer.flush()
             else:
-                writer.abort()
+                writer.abort(release=False)
         except BaseException:
-            writer.abort()
+            writer.abort(release=False)
+            writer.close()
             raise
         for f in feeds:  # the last shard too, within each feed's drain_timeout_s; the rest waits for the next run
             f.notify()
@@ -382,6 +389,7 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
         summary.episodes_per_minute = 60.0 * done_now / summary.seconds if summary.seconds else 0.0
         if summary.accepted:
             summary.stage_seconds = {k: v / summary.accepted for k, v in stage_totals.items()}
+        if diversity.catch_up(root):
             diversity.save(root)
         if (root / L.INFO).exists() or (root / L.RUN).exists():
             L.atomic_write_json(root / L.RUN, _run_record(config, None, summary))
@@ -397,6 +405,15 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
 
         summary.verify_ok = verify_dataset(root).ok
     return summary
+
+
+def _watch_stop(stop: threading.Event, finished: threading.Event, stop_file: Path) -> None:
+    """Touch ``stop_file`` when ``stop`` is set while the run is on; end with the run either way."""
+    while not finished.is_set():
+        if stop.wait(0.5):
+            if not finished.is_set():
+                stop_file.touch()
+            return
 
 
 def _quiet_ray_data(verbose: bool) -> None:

@@ -131,15 +131,24 @@ class DiversityStage:
 
     Memory and time per episode stay bounded: the reference set holds at most ``reference_cap`` descriptors
     (every one up to then; past it, a uniform sample of all seen, each episode replacing a slot with
-    probability cap/seen, decided by a hash of its key so a rerun keeps the same sample)."""
+    probability cap/seen, decided by a hash of its key). It starts from ``reference``, the sample of the
+    dataset's committed episodes the diversity report keeps (``committed`` of them), so a resumed run
+    compares with what is already there. An episode with nothing to compare with (the dataset's first) has
+    no novelty."""
 
     def __init__(self, reject_duplicates: bool, threshold: float, rejects_dir: str, pin: bool = False,
-                 reference_cap: int = 20_000):
+                 reference_cap: int = 20_000, reference: np.ndarray | None = None, committed: int = 0):
         self.reject_duplicates, self.threshold, self.rejects_dir = reject_duplicates, threshold, rejects_dir
         self.cap = int(reference_cap)
         self.reference = np.zeros((0, DESCRIPTOR_POINTS * 3))  # grows to [cap, 96] (15 MB), then stays
         self.kept = 0
         self.seen = 0
+        seed = np.zeros((0, DESCRIPTOR_POINTS * 3)) if reference is None else np.asarray(reference, np.float64)
+        if len(seed):
+            n = min(len(seed), self.cap)
+            self.reference = seed[:n].copy()
+            self.kept = n
+            self.seen = max(int(committed), n)
         self.cells: set[int] = set()
         self.cores = StageCores(pin)
 
@@ -161,21 +170,22 @@ class DiversityStage:
         self.cores.apply()
         ep = episode_from_row(batch_to_row(batch))
         d = trajectory_descriptor(ep)
+        novelty = None
         if self.kept:
             ref = self.reference[: self.kept]
             novelty = float(np.sqrt(((ref - d) ** 2).reshape(self.kept, -1, 3).sum(axis=2).mean(axis=1)).min())
-        else:
-            novelty = 1.0
         cells = workspace_cells(ep)
         new_cells = len(set(cells) - self.cells)
-        if self.reject_duplicates and novelty < self.threshold:
+        if self.reject_duplicates and novelty is not None and novelty < self.threshold:
             record_reject(self.rejects_dir, ep.episode_key, "diversity",
                           f"near-duplicate (novelty {novelty:.4f} m < {self.threshold})", novelty=novelty,
                           **spent(ep.metrics))
             return {}
         self._remember(ep.episode_key, d)
         self.cells |= set(cells)
-        ep.metrics.update({"diversity.novelty": novelty, "diversity.new_cells": new_cells,
+        if novelty is not None:
+            ep.metrics["diversity.novelty"] = novelty
+        ep.metrics.update({"diversity.new_cells": new_cells,
                            "diversity.cells": json.dumps(cells),
                            "diversity.descriptor": json.dumps(np.round(d, 4).tolist())})
         return row_to_batch(episode_to_row(ep))

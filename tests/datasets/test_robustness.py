@@ -23,6 +23,17 @@ def test_second_writer_is_refused(tmp_path):
     assert Committer(tmp_path / "ds").total_episodes == 2  # released on close
 
 
+def test_an_aborted_run_keeps_the_dataset_locked_until_it_closes(tmp_path):
+    w = DatasetWriter(tmp_path / "ds", shard_size=4)
+    eps = small_episodes(3, frames=6, height=16, width=16)
+    w.add(eps[0])
+    w.abort(release=False)  # the open shard is dropped; the run still writes its report and run.json
+    with pytest.raises(DatasetLayoutError, match="another process is writing this dataset"):
+        Committer(tmp_path / "ds")
+    w.close()
+    assert Committer(tmp_path / "ds").total_episodes == 0
+
+
 def test_failed_commit_poisons_the_committer_until_reopened(tmp_path, monkeypatch):
     eps = small_episodes(4, frames=6, height=16, width=16)
     real = commit_mod._append_ledger

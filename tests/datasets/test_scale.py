@@ -117,6 +117,20 @@ def test_reopening_reads_no_data_file_and_goes_on_as_if_never_closed(many_shards
     assert [p.name for p in (resumed / L.STATS_STATE_DIR).iterdir()] == ["seq-00000013.npz"]
 
 
+def test_an_unreadable_stats_state_is_rebuilt_from_the_data(many_shards, tmp_path):
+    import shutil
+
+    root, _ = many_shards
+    shutil.copytree(root, tmp_path / "ds")
+    before = json.loads((tmp_path / "ds" / L.STATS).read_text())
+    [state] = (tmp_path / "ds" / L.STATS_STATE_DIR).iterdir()
+    state.write_bytes(b"not an npz")  # damaged, or written by another version
+    Committer(tmp_path / "ds").close()
+    after = json.loads((tmp_path / "ds" / L.STATS).read_text())
+    assert after["action"]["count"] == before["action"]["count"] and after["action"]["max"] == before["action"]["max"]
+    assert state.read_bytes()[:2] == b"PK"  # saved again, as an npz
+
+
 def test_a_crash_before_the_commit_point_leaves_the_saved_stats_of_the_last_commit(many_shards, tmp_path,
                                                                                    monkeypatch):
     import shutil
@@ -184,17 +198,21 @@ def test_the_diversity_state_is_bounded_and_survives_a_resume(tmp_path):
     class Enc:  # what DiversityReport reads of an encoded episode
         task: str
         record: dict = field(default_factory=dict)
+        episode_key: str = ""
 
     report = DiversityReport()
     for i, d in enumerate(descriptors[:30]):
-        report.add(Enc(f"task {i % 3}", {"cameras": {}, "metrics": {
+        report.add(Enc(f"task {i % 3}", episode_key=f"ep-{i}", record={"cameras": {}, "metrics": {
             "diversity.descriptor": json.dumps(d.tolist()), "diversity.cells": json.dumps([i % 7]),
             "diversity.novelty": float(i) / 30}}))
     (tmp_path / "meta/raygen").mkdir(parents=True)
     report.save(tmp_path)
     again = DiversityReport.load(tmp_path)
+    assert np.allclose(again.sample, descriptors[:30], atol=1e-6)  # the next run's novelty reference
+    seeded = DiversityStage(False, 0.0, str(tmp_path), reference=again.sample, committed=again.n)
+    assert seeded.kept == 30 and seeded.seen == 30
     for i, d in enumerate(descriptors[30:], 30):
-        again.add(Enc(f"task {i % 3}", {"cameras": {}, "metrics": {
+        again.add(Enc(f"task {i % 3}", episode_key=f"ep-{i}", record={"cameras": {}, "metrics": {
             "diversity.descriptor": json.dumps(d.tolist()), "diversity.cells": json.dumps([i % 7]),
             "diversity.novelty": float(i) / 30}}))
     r = again.report()

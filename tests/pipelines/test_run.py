@@ -102,7 +102,8 @@ def test_end_to_end_then_resume_does_nothing(ray_local, tmp_path, local_hub, mon
     reader = DatasetReader(tmp_path / "ds")
     ep = reader.episode(0)
     assert {"tracks3d", "tracks2d.cam_high", "tracks2d.cam_wrist.visible"} <= set(ep.frame_features)
-    assert ep.flow is not None and ep.metrics["quality.score"] >= 0.7 and "diversity.novelty" in ep.metrics
+    assert ep.flow is not None and ep.metrics["quality.score"] >= 0.7 and "diversity.novelty" not in ep.metrics
+    assert "diversity.novelty" in reader.episode(1).metrics  # the first episode has nothing to compare with
     import json
 
     div = json.loads((tmp_path / "ds/meta/raygen/diversity.json").read_text())
@@ -299,3 +300,24 @@ def test_the_simulator_gets_a_core_of_its_own_and_the_stages_keep_off_it(ray_loc
     reader = DatasetReader(tmp_path / "ds")
     assert {reader.episode(i).metrics["host.cores"] for i in range(s.accepted)} == {str(top)}
     assert frozenset(os.sched_getaffinity(0)) == allowed
+
+
+def test_a_late_stop_never_reaches_a_run_that_has_ended(tmp_path):
+    import threading
+
+    from raygen.pipelines.run import _watch_stop
+
+    stop, finished, flag = threading.Event(), threading.Event(), tmp_path / "STOP"
+    t = threading.Thread(target=_watch_stop, args=(stop, finished, flag), daemon=True)
+    t.start()
+    finished.set()  # the run ended without a stop
+    t.join(2)
+    assert not t.is_alive()  # the watcher ends with the run
+    stop.set()
+    assert not flag.exists()
+    stop2, finished2 = threading.Event(), threading.Event()
+    t2 = threading.Thread(target=_watch_stop, args=(stop2, finished2, flag), daemon=True)
+    t2.start()
+    stop2.set()
+    t2.join(2)
+    assert flag.exists() and not t2.is_alive()
