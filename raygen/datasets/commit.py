@@ -241,8 +241,12 @@ class Committer:
 
     def _load_shard_stats(self, entry: dict[str, Any]) -> None:
         cf = {"chunk_index": entry["chunk_index"], "file_index": entry["file_index"]}
-        record = L.read_json(self.root / L.SHARD_RECORD_PATH.format(**cf))
-        self._add_image_stats(record, entry["frame_to"] - entry["frame_from"])
+        path = self.root / L.SHARD_RECORD_PATH.format(**cf)
+        record = L.read_json(path)
+        try:
+            self._add_image_stats(record, entry["frame_to"] - entry["frame_from"])
+        except ValueError as exc:
+            raise DatasetLayoutError(f"{path}: depth_stats: {exc}") from None
         table = pq.read_table(self.root / L.DATA_PATH.format(**cf))
         for name in table.column_names:
             self._stats.add_values(name, column_values(table.column(name)))

@@ -9,8 +9,12 @@ millimetre value becomes one of 4096 codes, log-spaced between depth_min and dep
 Feature key ``observation.images.<camera>_depth`` (as LeRobot's own robots name depth cameras), shape
 [H, W, 1], its quantizer in the feature's ``info`` (``video.depth_min/depth_max/shift/use_log``, in metres;
 the maths runs in millimetres for millimetre input) with ``is_depth_map: true`` and ``depth_unit: "mm"``.
-Its statistics are those of the raw millimetres before quantization, shape (1,1,1): min, max, mean and std
-exact, quantiles from a histogram of the 12-bit codes (within one quantizer step).
+Its statistics describe the raw uint16 millimetres before quantization, every pixel counted: invalid pixels (0)
+and depths outside [depth_min, depth_max] as they are, not as the quantizer clips them. They come from a
+65536-bin histogram (one bin per millimetre value), so min, max, mean, std and the quantiles q01..q99 are all
+exact over the frames counted (the writer counts every IMAGE_STATS_STRIDE-th): the quantiles equal
+``numpy.quantile(depth, q)`` (linear interpolation) and the mean and std numpy's, up to float64 rounding.
+Shape (1,1,1) each, count (1,) = frames.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import numpy as np
 
 from raygen.datasets._video import frame_rate
 
-__all__ = ["DEPTH_QMAX", "DepthQuantizer", "DepthStats", "LEROBOT_DEPTH_CODEC", "depth_feature",
+__all__ = ["DEPTH_LEVELS", "DEPTH_QMAX", "DepthQuantizer", "DepthStats", "LEROBOT_DEPTH_CODEC", "depth_feature",
            "encode_lerobot_depth", "decode_lerobot_depth"]
 
 DEPTH_QMAX = 4095
@@ -68,9 +72,14 @@ class DepthQuantizer:
         return np.clip(d, lo, hi)
 
     def step_mm(self, depth_mm: np.ndarray) -> np.ndarray:
-        """The width of the code interval around each depth (the most a round trip can move it is half)."""
-        codes = self.quantize(depth_mm).astype(np.int64)
-        return self.dequantize(np.minimum(codes + 1, DEPTH_QMAX)) - self.dequantize(np.maximum(codes - 1, 0))
+        """The step from each depth's code c to the next one up, dequantize(c + 1) - dequantize(c) (the top
+        step for c = 4095). A round trip moves a depth in [depth_min, depth_max] by at most half of it:
+        quantize rounds the continuous code x(d) to the nearest integer c, so d lies between the depths of
+        codes c - 1/2 and c + 1/2; dequantize is convex in the code (exp, or linear), so neither half-interval
+        is wider than half the step above c, and at the ends the clip to [depth_min, depth_max] only shortens
+        them. Depths outside the range (and invalid 0) read back as the nearer end; this says nothing of them."""
+        codes = np.minimum(self.quantize(depth_mm).astype(np.int64), DEPTH_QMAX - 1)
+        return self.dequantize(codes + 1) - self.dequantize(codes)
 
     def info(self) -> dict[str, Any]:
         return {"video.depth_min": self.depth_min, "video.depth_max": self.depth_max, "video.shift": self.shift,
@@ -120,54 +129,63 @@ def decode_lerobot_depth(frames: list[av.VideoFrame] | np.ndarray, quantizer: De
     return quantizer.dequantize(codes)
 
 
+DEPTH_LEVELS = 1 << 16
+"""Bins of the depth histogram: one per uint16 millimetre value."""
+
+
 @dataclass
 class DepthStats:
-    """Mergeable statistics of raw depth (mm): exact moments and extremes, a histogram of the 12-bit codes."""
+    """Mergeable statistics of raw depth: how many pixels hold each uint16 millimetre value (0 = invalid).
 
-    n: int
-    total: float
-    total_sq: float
-    lo: int
-    hi: int
-    codes: np.ndarray
-    """[4096] int64 counts."""
+    Everything stats.json reports follows exactly from these counts (see the module docstring)."""
+
+    counts: np.ndarray
+    """[65536] int64: counts[v] = pixels at v mm."""
 
     @classmethod
-    def of(cls, depth_mm: np.ndarray, quantizer: DepthQuantizer) -> DepthStats:
+    def of(cls, depth_mm: np.ndarray, quantizer: DepthQuantizer | None = None) -> DepthStats:
+        """Count [T,H,W] uint16 millimetres. ``quantizer`` is not used: the statistics are of the raw values."""
         d = np.asarray(depth_mm)
-        x = d.astype(np.float64).reshape(-1)
-        return cls(n=int(x.size), total=float(x.sum()), total_sq=float(x @ x), lo=int(d.min()), hi=int(d.max()),
-                   codes=np.bincount(quantizer.quantize(d).reshape(-1), minlength=DEPTH_QMAX + 1).astype(np.int64))
+        if d.dtype != np.uint16:
+            raise ValueError(f"depth statistics need uint16 millimetres, got dtype {d.dtype}; convert with "
+                             "np.rint(depth_m * 1000).astype(np.uint16), 0 for invalid pixels")
+        return cls(np.bincount(d.reshape(-1), minlength=DEPTH_LEVELS).astype(np.int64))
 
     def merge(self, other: DepthStats) -> DepthStats:
-        return DepthStats(self.n + other.n, self.total + other.total, self.total_sq + other.total_sq,
-                          min(self.lo, other.lo), max(self.hi, other.hi), self.codes + other.codes)
+        return DepthStats(self.counts + other.counts)
 
     def to_json(self) -> dict[str, Any]:
-        nz = np.flatnonzero(self.codes)
-        return {"n": self.n, "sum": self.total, "sum_sq": self.total_sq, "min": self.lo, "max": self.hi,
-                "codes": {str(int(i)): int(self.codes[i]) for i in nz}}
+        """Sparse: only the millimetre values that occur."""
+        nz = np.flatnonzero(self.counts)
+        return {"mm": {str(int(v)): int(self.counts[v]) for v in nz}}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> DepthStats:
-        codes = np.zeros(DEPTH_QMAX + 1, np.int64)
-        for k, v in d["codes"].items():
-            codes[int(k)] = int(v)
-        return cls(int(d["n"]), float(d["sum"]), float(d["sum_sq"]), int(d["min"]), int(d["max"]), codes)
+        if "mm" not in d:
+            raise ValueError(
+                "depth statistics without a 'mm' histogram (keys "
+                f"{sorted(d)}): written by an earlier raygen that kept only 12-bit codes, from which exact "
+                "quantiles cannot be recovered; rewrite the dataset (or its lerobot_depth copy) with this raygen")
+        counts = np.zeros(DEPTH_LEVELS, np.int64)
+        for k, v in d["mm"].items():
+            counts[int(k)] = int(v)
+        return cls(counts)
 
-    def stats(self, n_frames: int, quantizer: DepthQuantizer) -> dict[str, np.ndarray]:
-        """LeRobot's stats.json entry: (1,1,1) each, count (1,) = frames; quantiles via the codes."""
+    def stats(self, n_frames: int, quantizer: DepthQuantizer | None = None) -> dict[str, np.ndarray]:
+        """LeRobot's stats.json entry: (1,1,1) each, count (1,) = frames. ``quantizer`` is not used."""
         from raygen.datasets._stats import QUANTILES, STAT_KEYS, _quantiles_from_counts
 
-        mean = self.total / self.n
-        var = max(self.total_sq / self.n - mean * mean, 0.0)
+        n = int(self.counts.sum())
+        if n == 0:
+            raise ValueError("depth statistics of no pixels: at least one frame must be counted")
+        levels = np.arange(DEPTH_LEVELS, dtype=np.float64)
+        weights = self.counts.astype(np.float64)
+        mean = float(weights @ levels) / n
+        var = float(weights @ (levels - mean) ** 2) / n
+        nz = np.flatnonzero(self.counts)
         cell = lambda v: np.full((1, 1, 1), float(v))  # noqa: E731
-        out = {"min": cell(self.lo), "max": cell(self.hi), "mean": cell(mean), "std": cell(np.sqrt(var)),
+        out = {"min": cell(nz[0]), "max": cell(nz[-1]), "mean": cell(mean), "std": cell(np.sqrt(var)),
                "count": np.array([int(n_frames)], dtype=np.int64)}
-        qs = _quantiles_from_counts(self.codes, list(QUANTILES.values()))
-        for name, code in zip(QUANTILES, qs):
-            lo_c, frac = int(np.floor(code)), code - np.floor(code)
-            mm = quantizer.dequantize(np.array([lo_c, min(lo_c + 1, DEPTH_QMAX)]))
-            value = float(np.clip(mm[0] + frac * (mm[1] - mm[0]), self.lo, self.hi))
-            out[name] = cell(value)
+        for name, v in zip(QUANTILES, _quantiles_from_counts(self.counts, list(QUANTILES.values()))):
+            out[name] = cell(v)
         return {k: out[k] for k in STAT_KEYS}

@@ -29,6 +29,7 @@ __all__ = ["Check", "VerifyReport", "verify_dataset"]
 
 TIMESTAMP_TOL_S = 1e-4  # what LeRobot's loader tolerates
 DEPTH_TOL_S = 1.1e-3  # Matroska stores milliseconds
+DEQUANTIZE_ROUNDING_MM = 1e-6  # allowance for float64 rounding in the quantizer's log/exp
 _INFO_KEYS = ("codebase_version", "robot_type", "total_episodes", "total_frames", "total_tasks", "chunks_size",
               "fps", "splits", "data_path", "video_path", "features")
 _MAX_LISTED = 20
@@ -217,14 +218,21 @@ def _check_episodes(ctx: _Ctx, c: Check) -> None:
     c.summary = f"{len(rows)} episodes in {len(tables)} files"
 
 
-def _check_data(ctx: _Ctx, c: Check) -> None:
-    if ctx.info is None or ctx.episodes is None:
-        c.status, c.summary = "skip", "no episodes metadata"
-        return
+def _data_files(ctx: _Ctx) -> dict[str, list[dict[str, Any]]]:
+    """The data files the episodes metadata points at, each with its episodes (orphans are not among them)."""
+    assert ctx.info is not None and ctx.episodes is not None
     by_file: dict[str, list[dict[str, Any]]] = {}
     for r in ctx.episodes:
         dp = ctx.info["data_path"].format(chunk_index=r["data/chunk_index"], file_index=r["data/file_index"])
         by_file.setdefault(dp, []).append(r)
+    return by_file
+
+
+def _check_data(ctx: _Ctx, c: Check) -> None:
+    if ctx.info is None or ctx.episodes is None:
+        c.status, c.summary = "skip", "no episodes metadata"
+        return
+    by_file = _data_files(ctx)
     on_disk = sorted(p.relative_to(ctx.root).as_posix() for p in (ctx.root / "data").rglob("*.parquet"))
     for extra in sorted(set(on_disk) - set(by_file)):
         c.fail(f"{extra}: data file that no episode points at")
@@ -376,13 +384,15 @@ def _check_depth(ctx: _Ctx, c: Check) -> None:
     for cam, spec in copies.items():
         _compare_lerobot_depth(ctx, c, cam, spec)
     if copies:
-        c.summary += (f"; LeRobot depth videos of {len(copies)} cameras agree with them within the quantizer's "
-                      "step")
+        c.summary += (f"; LeRobot depth videos of {len(copies)} cameras agree with them within half the "
+                      "quantizer's step")
 
 
 def _compare_lerobot_depth(ctx: _Ctx, c: Check, cam: str, spec: dict[str, Any]) -> None:
     """The LeRobot copy of a camera's depth, dequantized as LeRobot does, against the bit-exact FFV1 copy:
-    every valid pixel within half a quantizer step (plus rounding)."""
+    every pixel in [depth_min, depth_max] within half the quantizer step above its code (``step_mm``, which
+    says why that bounds a round trip) plus float rounding. Pixels outside the range (invalid 0 among them)
+    read back clipped and are not compared."""
     assert ctx.info is not None and ctx.episodes is not None
     key = spec["feature"]
     quantizer = DepthQuantizer(depth_min=spec["video.depth_min"], depth_max=spec["video.depth_max"],
@@ -393,19 +403,20 @@ def _compare_lerobot_depth(ctx: _Ctx, c: Check, cam: str, spec: dict[str, Any]) 
                                               file_index=r[f"videos/{key}/file_index"])
         dpath = ctx.raygen_info["depth_path"].format(camera=cam, chunk_index=r[f"videos/{rgb}/chunk_index"],
                                                     file_index=r[f"videos/{rgb}/file_index"])
-        try:
-            codes = decode_window(ctx.root / vpath, r[f"videos/{key}/from_timestamp"], r["length"], ctx.fps,
-                                  pix_fmt=LEROBOT_DEPTH_PIX_FMT)
-            exact = decode_window(ctx.root / dpath, r[f"videos/{rgb}/from_timestamp"], r["length"], ctx.fps,
-                                  depth=True)
-        except Exception as exc:
-            c.fail(f"{vpath}: episode {r['episode_index']} does not decode ({type(exc).__name__}: {exc})")
+        decoded: dict[str, np.ndarray] = {}
+        for path, start, kw in ((vpath, r[f"videos/{key}/from_timestamp"], {"pix_fmt": LEROBOT_DEPTH_PIX_FMT}),
+                                (dpath, r[f"videos/{rgb}/from_timestamp"], {"depth": True})):
+            try:
+                decoded[path] = decode_window(ctx.root / path, start, r["length"], ctx.fps, **kw)
+            except Exception as exc:
+                c.fail(f"{path}: episode {r['episode_index']} does not decode ({type(exc).__name__}: {exc})")
+        if len(decoded) < 2:
             continue
-        got = quantizer.dequantize(codes)
+        got, exact = quantizer.dequantize(decoded[vpath]), decoded[dpath]
         lo, hi = quantizer.depth_min * 1000.0, quantizer.depth_max * 1000.0
         valid = (exact >= lo) & (exact <= hi)
         err = np.abs(got[valid] - exact[valid])
-        bound = quantizer.step_mm(exact[valid]) / 2 + 0.51
+        bound = quantizer.step_mm(exact[valid]) / 2 + DEQUANTIZE_ROUNDING_MM
         if err.size and np.any(err > bound):
             worst = int(np.argmax(err - bound))
             c.fail(f"{vpath}: episode {r['episode_index']}: LeRobot depth differs from the FFV1 depth by "
@@ -437,18 +448,31 @@ def _check_stats(ctx: _Ctx, c: Check) -> None:
         # quantiles only where raygen wrote them: LeRobot's own aggregation averages per-episode quantiles
         bound = None if ctx.raygen_info is None else float((ctx.raygen_info.get("stats") or {}).get(
             "quantile_rank_error", 0.0))
+        if ctx.episodes is None:
+            c.summary += "; not checked against the data (no episodes metadata)"
+            return
         checked = _check_stats_against_data(ctx, c, stats, bound)
+        if isinstance(checked, str):
+            c.summary += f"; not checked against the data ({checked})"
+            return
         c.summary += (f"; {checked} numeric features against the data: count exact, min, max, mean and std to "
                       "float precision, " + ("quantiles not checked (not written by raygen)" if bound is None
                                              else f"quantiles within rank {bound:.2%} (+1/count)"))
 
 
-def _check_stats_against_data(ctx: _Ctx, c: Check, stats: dict[str, Any], bound: float | None) -> int:
-    """Read every data file once and check each numeric feature's stats.json entry against its values."""
+def _check_stats_against_data(ctx: _Ctx, c: Check, stats: dict[str, Any], bound: float | None) -> int | str:
+    """Read each data file the episodes point at once (the data check's set: an orphan an interrupted commit
+    left is not part of the dataset) and check each numeric feature's stats.json entry against its values.
+    Returns the number of features checked, or why nothing was: with a data file missing or unreadable
+    (which the episodes and data checks report) the rows at hand are not the dataset's."""
     assert ctx.info is not None
     names = [n for n, f in ctx.info["features"].items() if f["dtype"] != "video" and n in stats]
     acc: dict[str, dict[str, Any]] = {}
-    for _, table in _read_tables(ctx, c, "data"):
+    for dp in sorted(_data_files(ctx)):
+        try:
+            table = pq.read_table(ctx.root / dp)
+        except Exception:
+            return f"{dp} is missing or unreadable"
         for name in names:
             if name not in table.column_names:
                 continue

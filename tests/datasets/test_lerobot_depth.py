@@ -13,7 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from raygen.datasets import _layout as L
-from raygen.datasets.lerobot_depth import DepthQuantizer, encode_lerobot_depth
+from raygen.datasets._stats import QUANTILES
+from raygen.datasets.encode import IMAGE_STATS_STRIDE
+from raygen.datasets.lerobot_depth import DEPTH_QMAX, DepthQuantizer, DepthStats, encode_lerobot_depth
 from raygen.datasets.verify import verify_dataset
 from tests.conftest import small_episodes, write_dataset
 
@@ -38,6 +40,54 @@ def test_the_quantizer_is_lerobots_and_its_error_stays_within_a_step_at_every_de
     for depth, step in ((100, 1.2), (1000, 1.5), (10000, 4.4)):  # REFERENCE.md: the step at the defaults
         assert steps[qz.quantize(np.array([depth]))[0] - 1] == pytest.approx(step, abs=0.1)
     assert qz.dequantize(qz.quantize(np.array([0])))[0] == pytest.approx(10.0)  # invalid 0 reads as depth_min
+
+
+@pytest.mark.parametrize("qz", [DepthQuantizer(), DepthQuantizer(0.2, 3.0, 0.5), DepthQuantizer(use_log=False)])
+def test_a_round_trip_moves_a_depth_by_at_most_half_the_step_above_its_code(qz):
+    """What verify allows: half of step_mm (the step from the depth's code to the next), plus float rounding."""
+    mm = np.arange(int(np.ceil(qz.depth_min * 1000)), int(qz.depth_max * 1000) + 1, dtype=np.uint16)
+    err = np.abs(qz.dequantize(qz.quantize(mm)) - mm)
+    half = qz.step_mm(mm) / 2
+    assert np.all(err <= half + 1e-6)
+    assert np.max(err / half) > 0.99  # and no looser than that: some depth comes close to it
+    codes = qz.quantize(mm).astype(np.int64)
+    assert np.allclose(qz.step_mm(mm), qz.dequantize(np.minimum(codes, DEPTH_QMAX - 1) + 1)
+                       - qz.dequantize(np.minimum(codes, DEPTH_QMAX - 1)))
+
+
+def test_depth_stats_are_numpys_over_raw_millimetres_with_invalid_and_far_pixels():
+    """40% invalid (0), some below depth_min, 10% at 15 m and some anywhere up to 65.535 m: stats.json
+    describes those raw values, so every quantile equals numpy.quantile's (the documented guarantee), not
+    the quantizer's clipped reading (0 as 10 mm, 15 m as 10 m)."""
+    rng = np.random.default_rng(7)
+    t, h, w = 6, 40, 60
+    x = rng.integers(10, 10001, t * h * w)  # within [depth_min, depth_max]
+    kind = rng.random(x.size)
+    x[kind < 0.40] = 0
+    x[(kind >= 0.40) & (kind < 0.43)] = rng.integers(1, 10, int(((kind >= 0.40) & (kind < 0.43)).sum()))
+    x[kind >= 0.90] = 15000
+    x[kind >= 0.995] = rng.integers(10001, 65536, int((kind >= 0.995).sum()))
+    depth = x.astype(np.uint16).reshape(t, h, w)
+    parts = [DepthStats.of(depth[:2]), DepthStats.of(depth[2:5]), DepthStats.of(depth[5:])]
+    merged = parts[0]
+    for part in parts[1:]:  # through JSON, as episodes reach the shard manifest and the stats state
+        merged = merged.merge(DepthStats.from_json(json.loads(json.dumps(part.to_json()))))
+    st = merged.stats(t)
+    flat = depth.reshape(-1).astype(np.float64)
+    assert all(np.asarray(v).shape == (1, 1, 1) for k, v in st.items() if k != "count") and st["count"] == [t]
+    for k, q in QUANTILES.items():
+        assert st[k].item() == pytest.approx(np.quantile(flat, q), abs=1e-9), k
+    assert st["q01"].item() == 0.0 and st["q10"].item() == 0.0 and st["q99"].item() == 15000.0
+    assert (st["min"].item(), st["max"].item()) == (flat.min(), flat.max())
+    assert st["mean"].item() == pytest.approx(flat.mean(), rel=1e-12)
+    assert st["std"].item() == pytest.approx(flat.std(), rel=1e-12)
+
+
+def test_depth_stats_refuse_what_they_cannot_count_exactly():
+    with pytest.raises(ValueError, match="uint16 millimetres, got dtype float32"):
+        DepthStats.of(np.ones((1, 2, 2), np.float32))
+    with pytest.raises(ValueError, match="earlier raygen that kept only 12-bit codes"):
+        DepthStats.from_json({"n": 4, "sum": 4.0, "sum_sq": 4.0, "min": 1, "max": 1, "codes": {"0": 4}})
 
 
 def test_hevc_gray12le_holds_the_codes_losslessly():
@@ -91,6 +141,49 @@ def test_a_dataset_carries_lerobot_depth_features_stats_and_both_copies_agree(wi
     concat_segments(segs, lengths, 30.0, bad / rel)
     report = verify_dataset(bad)
     assert any("LeRobot depth differs from the FFV1 depth by" in p for p in report.problems), report.format()
+
+
+def test_the_written_depth_statistics_are_numpys_over_the_counted_frames(with_depth):
+    stats = json.loads((with_depth / L.STATS).read_text())["observation.images.cam_high_depth"]
+    depth = np.concatenate([e.cameras["cam_high"].depth[::IMAGE_STATS_STRIDE] for e in small_episodes(5)])
+    flat = depth.reshape(-1).astype(np.float64)
+    assert flat.min() == 0  # the synthetic camera has invalid pixels
+    want = {"min": flat.min(), "max": flat.max(), "mean": flat.mean(), "std": flat.std(),
+            **{k: np.quantile(flat, q) for k, q in QUANTILES.items()}}
+    for k, v in want.items():
+        assert np.asarray(stats[k]).item() == pytest.approx(v, rel=1e-12, abs=1e-9), k
+
+
+def test_a_copy_one_code_off_is_caught(with_depth, tmp_path):
+    """Every pixel one code deeper: off by about a whole step, more than the half step a round trip allows."""
+
+    class OneCodeDeeper(DepthQuantizer):
+        def quantize(self, depth_mm):
+            return np.minimum(super().quantize(depth_mm) + 1, DEPTH_QMAX).astype(np.uint16)
+
+    from raygen.datasets._video import concat_segments
+    from raygen.datasets.reader import DatasetReader
+
+    bad = tmp_path / "bad"
+    shutil.copytree(with_depth, bad)
+    reader = DatasetReader(with_depth)
+    eps = [reader.episode(i) for i in (0, 1)]
+    segs = [encode_lerobot_depth(e.cameras["cam_wrist"].depth, 30.0, OneCodeDeeper()) for e in eps]
+    rel = "videos/observation.images.cam_wrist_depth/chunk-000/file-000.mp4"
+    concat_segments(segs, [e.length for e in eps], 30.0, bad / rel)
+    report = verify_dataset(bad)
+    assert any(p.startswith(f"depth: {rel}: episode 0: LeRobot depth differs") for p in report.problems), \
+        report.format()
+
+
+def test_an_ffv1_file_that_does_not_decode_is_named_not_the_lerobot_copy(with_depth, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(with_depth, bad)
+    ffv1 = "depth/cam_high/chunk-000/file-000.mkv"
+    (bad / ffv1).write_bytes(b"not a video" * 100)
+    problems = verify_dataset(bad).problems
+    assert any(p.startswith(f"depth: {ffv1}: episode 0 does not decode") for p in problems), problems
+    assert not any("observation.images.cam_high_depth" in p and "does not decode" in p for p in problems), problems
 
 
 def test_reopening_keeps_the_depth_statistics(with_depth, tmp_path):

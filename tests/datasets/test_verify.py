@@ -81,6 +81,19 @@ def test_orphan_file_is_caught(capsys, written_copy):
     assert code == 1 and "flow/chunk-000/file-007.parquet: not named by the ledger (orphan" in out
 
 
+@pytest.mark.parametrize("orphan", ["copy", "partial"])
+def test_an_orphan_data_file_is_reported_but_not_counted_in_the_stats(capsys, written_copy, orphan):
+    """A crashed commit leaves a data file no episode points at: a copy of a committed one, or half of one."""
+    root, _ = written_copy
+    raw = (root / "data/chunk-000/file-000.parquet").read_bytes()
+    (root / "data/chunk-000/file-007.parquet").write_bytes(raw if orphan == "copy" else raw[: len(raw) // 2])
+    code, out = _verify(capsys, root)
+    assert code == 1
+    assert "data/chunk-000/file-007.parquet: data file that no episode points at" in out
+    assert "data/chunk-000/file-007.parquet: not named by the ledger (orphan" in out
+    assert "[PASS] stats" in out and "numeric features against the data" in out, out
+
+
 @pytest.mark.parametrize("missing", ["meta/info.json"])
 def test_not_a_dataset(capsys, tmp_path, missing):
     code, out = _verify(capsys, tmp_path)
