@@ -1,4 +1,5 @@
-"""The `raygen` command line: run, verify, view, report, upload, submit, droid, bench, demo."""
+"""The `raygen` command line: run, verify, view, report, upload, submit, export, import, annotate, droid, bench,
+demo."""
 
 from __future__ import annotations
 
@@ -220,6 +221,89 @@ def _demo_bullet(args: argparse.Namespace, w) -> tuple[int, int]:
     return written, failed
 
 
+def _size(text: str | None) -> tuple[int, int] | None:
+    """--size HxW (or one number for a square) -> (height, width)."""
+    if not text:
+        return None
+    try:
+        parts = [int(v) for v in text.lower().split("x")]
+    except ValueError:
+        raise ValueError(f"--size: {text!r} is not HEIGHTxWIDTH (e.g. 84x84) or one number") from None
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) < 1:
+        raise ValueError(f"--size: {text!r} is not HEIGHTxWIDTH with positive numbers")
+    return parts[0], parts[1]
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    common = {"episodes": args.episodes, "size": _size(args.size),
+              "compression": None if args.compression == "none" else args.compression, "workers": args.workers}
+    if args.images is not None:
+        common["images"] = args.images
+    if args.compression_level is not None:
+        common["compression_level"] = args.compression_level
+    if args.format == "robomimic":
+        from raygen.hdf5.robomimic import export_robomimic
+
+        result = export_robomimic(args.path, args.output, next_obs=args.next_obs, valid_fraction=args.valid_fraction,
+                                  **common)
+    else:
+        from raygen.hdf5.vpl import export_vpl
+
+        result = export_vpl(args.path, args.output, states_only=args.states_only,
+                            point_cloud_only=args.point_cloud_only, point_cloud_stride=args.point_cloud_stride,
+                            point_cloud_max_points=args.point_cloud_max_points, overwrite=args.overwrite, **common)
+    print(_summary_line(f"exported {args.path} as {args.format} to {args.output}", result))
+    return 0
+
+
+def _summary_line(head: str, result: dict) -> str:
+    shown = {k: v for k, v in result.items() if not isinstance(v, list | dict)}
+    return head + (": " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                                    for k, v in shown.items()) if shown else "")
+
+
+def _cmd_import_hdf5(args: argparse.Namespace) -> int:
+    from raygen.hdf5.importer import import_hdf5
+
+    kw = {k: v for k, v in {"fps": args.fps, "task": args.task, "video_codec": args.video_codec,
+                            "shard_size": args.shard_size}.items() if v is not None}
+    result = import_hdf5(args.file, args.output, **kw)
+    print(_summary_line(f"imported {args.file} into {args.output}", result))
+    for err in result.get("errors", []):
+        print(f"  not imported: {err}", file=sys.stderr)
+    return 1 if result.get("errors") else 0
+
+
+def _cmd_annotate(args: argparse.Namespace) -> int:
+    import json
+
+    from raygen.critical.annotate import annotate_dataset
+
+    params = {}
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--param: {item!r} is not NAME=VALUE")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    result = annotate_dataset(args.path, args.output, method=args.method, params=params or None,
+                              overwrite=args.overwrite)
+    print(_summary_line(f"annotated {args.path} ({args.method}) into {args.output}", result))
+    return 0
+
+
+def _cmd_bench_bottleneck(args: argparse.Namespace) -> int:
+    from raygen.bench_bottleneck import bench_bottleneck
+
+    bench_bottleneck(args.config, episodes=args.episodes, demos=args.demos, size=args.size, method=args.method,
+                     overrides=args.set, work=args.dir)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="raygen", description="A Ray data factory for robot-learning datasets.")
     p.add_argument("--version", action="version", version=f"raygen {__version__}")
@@ -284,6 +368,47 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--no-card", action="store_true", help="no dataset card, no v3.0 tag")
     u.set_defaults(func=_cmd_upload)
 
+    ex = sub.add_parser("export", help="write a dataset as HDF5: robomimic / Isaac Lab Mimic, or GenSim2's VPL layout")
+    ex.add_argument("path", help="dataset root")
+    ex.add_argument("--format", required=True, choices=["robomimic", "vpl"])
+    ex.add_argument("--output", required=True, help="robomimic: the .hdf5 file; vpl: a folder")
+    ex.add_argument("--episodes", default=None, help="which episodes: 0-9,15,20- or @keys.txt (default all)")
+    ex.add_argument("--images", choices=["none", "rgb", "rgbd"], default=None,
+                    help="camera frames to include (default: robomimic none, vpl rgb)")
+    ex.add_argument("--size", default=None, help="resize frames to HEIGHTxWIDTH (intrinsics scaled to match)")
+    ex.add_argument("--compression", choices=["gzip", "lzf", "none"], default="gzip")
+    ex.add_argument("--compression-level", type=int, default=None, help="gzip level (robomimic 4, vpl 9)")
+    ex.add_argument("--workers", type=int, default=1, help="parallel writers on Ray (one file each)")
+    ex.add_argument("--next-obs", action="store_true", help="robomimic: also next_obs/ (obs shifted by one)")
+    ex.add_argument("--valid-fraction", type=float, default=0.0, help="robomimic: share of demos in mask/valid")
+    ex.add_argument("--states-only", action="store_true", help="vpl: no images and no point clouds")
+    ex.add_argument("--point-cloud-only", action="store_true", help="vpl: point clouds but no images")
+    ex.add_argument("--point-cloud-stride", type=int, default=1, help="vpl: a point cloud every N steps")
+    ex.add_argument("--point-cloud-max-points", type=int, default=None, help="vpl: at most this many points each")
+    ex.add_argument("--overwrite", action="store_true", help="vpl: replace an existing output folder")
+    ex.set_defaults(func=_cmd_export)
+
+    im = sub.add_parser("import", help="bring episodes from elsewhere into a raygen LeRobot v3.0 dataset")
+    imsub = im.add_subparsers(dest="import_format", required=True)
+    ih = imsub.add_parser("hdf5", help="robomimic / Isaac Lab Mimic / MimicGen HDF5 demos")
+    ih.add_argument("file", help="the .hdf5 file")
+    ih.add_argument("--output", required=True, help="dataset folder (created; an existing one is appended to)")
+    ih.add_argument("--fps", type=float, default=None, help="frame rate when the file does not say")
+    ih.add_argument("--task", default=None, help="task text when the file does not say")
+    ih.add_argument("--video-codec", default=None, help="RGB encoder for the imported images")
+    ih.add_argument("--shard-size", type=int, default=None, help="episodes per committed shard")
+    ih.set_defaults(func=_cmd_import_hdf5)
+
+    an = sub.add_parser("annotate", help="mark critical states (augment_states) in a copy of a dataset (seed 002)")
+    an.add_argument("path", help="dataset root (left untouched)")
+    an.add_argument("--method", required=True, choices=["reward_threshold", "action_variance", "gripper_changes",
+                                                        "pose_changes", "subtask_signals", "combined"])
+    an.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="a method parameter (JSON value), e.g. --param margin=3 (repeatable)")
+    an.add_argument("--output", required=True, help="the annotated dataset (videos hard-linked)")
+    an.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    an.set_defaults(func=_cmd_annotate)
+
     dr = sub.add_parser("droid", help="DROID raw recordings: tools around `raygen run` with backend droid or zed")
     drsub = dr.add_subparsers(dest="droid", required=True)
     dc = drsub.add_parser("calibrate", help="read every SVO's rectified calibration once (ZED SDK, GPU) into a "
@@ -344,6 +469,17 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--dir", default=None, help="where to write the dataset (default: a temporary folder)")
     bs.add_argument("--keep", action="store_true", help="keep the dataset afterwards")
     bs.set_defaults(func=_cmd_bench_scale)
+
+    bn = bsub.add_parser("bottleneck", help="a bottleneck run vs. a regular run of the same size, with and without "
+                         "rendering only the kept episodes")
+    bn.add_argument("--config", default="configs/pick_place_local.yaml")
+    bn.add_argument("--episodes", type=int, default=24, help="episodes in each of the three compared runs")
+    bn.add_argument("--demos", type=int, default=3, help="source demos (annotated, then used as critical states)")
+    bn.add_argument("--size", type=int, default=64)
+    bn.add_argument("--method", default="gripper_changes", help="annotation method for the demos")
+    bn.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override in every run")
+    bn.add_argument("--dir", default=None, help="where to write the datasets (default: a temporary folder)")
+    bn.set_defaults(func=_cmd_bench_bottleneck)
 
     d = sub.add_parser("demo", help="writer-only: simulate a few episodes on PyBullet, write and verify "
                        "them without Ray Data (the main job is `run`)")

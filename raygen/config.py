@@ -69,6 +69,43 @@ class DroidConfig(_Strict):
         return self
 
 
+class BottleneckConfig(_Strict):
+    """Bottleneck-focused generation (seed 002): episodes that start from a spherical perturbation around a
+    critical state of an annotated dataset, recover to it and finish the demo (simulators, pick_place)."""
+
+    dataset: str = Field(description="An annotated raygen pick-and-place dataset (`raygen annotate`, or an HDF5 "
+                                     "file imported with `raygen import hdf5` and annotated): the critical "
+                                     "states are its frames with augment_states = 1.")
+    radius_m: tuple[float, float] = Field((0.2, 0.5), description="Perturbation distance r of the TCP, metres "
+                                                                  "(uniform in [lo, hi]).")
+    elevation_deg: tuple[float, float] = Field((5.0, 80.0), description="Perturbation direction's angle from the "
+                                                                        "vertical, degrees (uniform).")
+    azimuth_deg: tuple[float, float] = Field((0.0, 360.0), description="Perturbation direction's azimuth, degrees "
+                                                                       "(uniform).")
+    rotation_deg: tuple[float, float] = Field((-180.0, 180.0), description="Roll, pitch and yaw of the hand about "
+                                                                           "the TCP (world axes), degrees, each "
+                                                                           "uniform.")
+    recovery_steps: int = Field(20, ge=2, description="Frames to ease back from the perturbed pose to the "
+                                                      "critical state before the demo's remaining targets.")
+    compare_with: str | None = Field(None, description="A regular run's dataset to compare with at the end "
+                                                       "(success rate, coverage of the critical states' "
+                                                       "neighbourhoods); the source demos are always compared.")
+
+    @field_validator("radius_m", "elevation_deg", "azimuth_deg", "rotation_deg")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if v[0] > v[1]:
+            raise ValueError(f"[lo, hi] with lo <= hi, got {list(v)}")
+        return v
+
+    @field_validator("radius_m")
+    @classmethod
+    def _positive(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if v[0] < 0:
+            raise ValueError(f"distances are >= 0, got {list(v)}")
+        return v
+
+
 class SourceConfig(_Strict):
     backend: Literal["bullet", "isaac", "droid", "zed"] = Field(
         "bullet", description="bullet (simulated, CPU), isaac (simulated, RTX GPU), droid (DROID recordings, CPU) "
@@ -89,6 +126,13 @@ class SourceConfig(_Strict):
     root: str | None = Field(None, description="DROID raw tree (a folder or an fsspec URL) holding "
                                                "<LAB>/success|failure/<date>/<time>/ episode folders (droid, zed).")
     droid: DroidConfig = Field(default_factory=DroidConfig, description="DROID episode selection and processing.")
+    bottleneck: BottleneckConfig | None = Field(None, description="Bottleneck-focused generation around the "
+                                                                  "critical states of an annotated dataset "
+                                                                  "(simulators); None = regular episodes.")
+    render_only_kept: bool | None = Field(
+        None, description="Simulate each episode without cameras first and render (a deterministic replay) only "
+                          "those that succeed; failures become rejects without a frame rendered or encoded. "
+                          "None = on for bottleneck runs, off otherwise (simulators).")
 
     @field_validator("width", "height")
     @classmethod
@@ -111,6 +155,9 @@ class SourceConfig(_Strict):
                                      "episodes from source.root (source.droid.limit caps them)")
             if (self.width is None) != (self.height is None):
                 raise ValueError("give both source.width and source.height to downscale recordings, or neither")
+            if self.bottleneck is not None or self.render_only_kept:
+                raise ValueError(f"source.bottleneck and source.render_only_kept are for simulators, not the "
+                                 f"recording backend {self.backend!r}")
         elif self.root is not None or self.droid != default["droid"]:
             raise ValueError(f"source.root and source.droid are for the recording backends {RECORDING_BACKENDS}, "
                              f"not {self.backend!r}")
@@ -130,7 +177,14 @@ class SourceConfig(_Strict):
 
     @property
     def name(self) -> str:
-        return self.backend if self.recording else f"{self.backend}-{self.task}"
+        if self.recording:
+            return self.backend
+        return f"{self.backend}-{self.task}" + ("-bottleneck" if self.bottleneck is not None else "")
+
+    @property
+    def renders_only_kept(self) -> bool:
+        """source.render_only_kept resolved: on for bottleneck runs unless set."""
+        return self.bottleneck is not None if self.render_only_kept is None else self.render_only_kept
 
 
 class ResourcesConfig(_Strict):

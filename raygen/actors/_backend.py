@@ -9,11 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from raygen.actors.spec import EpisodeSpec
+import numpy as np
+
+from raygen.actors.spec import EpisodeFailed, EpisodeSpec
 from raygen.actors.tasks.pick_place import PickPlaceParams, PickPlaceSim, run_pick_place
 from raygen.datasets.episode import Episode
 
-__all__ = ["PickPlaceBackend"]
+__all__ = ["PickPlaceBackend", "render_if_kept"]
 
 
 class PickPlaceBackend:
@@ -26,9 +28,11 @@ class PickPlaceBackend:
         opts = dict(options)
         cpu_threads = int(opts.pop("cpu_threads", 1))
         self.task_options = opts.pop("task", {})
+        self.render_only_kept = bool(opts.pop("render_only_kept", False))
         sim_kw = {k: opts.pop(k) for k in sim_options if k in opts}
         if opts:
-            raise ValueError(f"{name} backend: unknown option(s) {sorted(opts)}; known: {[*sim_options, 'task']}")
+            raise ValueError(f"{name} backend: unknown option(s) {sorted(opts)}; known: "
+                             f"{[*sim_options, 'task', 'render_only_kept']}")
         fps = PickPlaceParams.from_options(self.task_options).fps
         self.sim = make_sim(fps=fps, cpu_threads=cpu_threads, **sim_kw)
         self.version = self.sim.version
@@ -42,7 +46,33 @@ class PickPlaceBackend:
     def run_episode(self, spec: EpisodeSpec) -> Episode:
         params = PickPlaceParams.from_options({**self.task_options, **spec.params.get("task", {})},
                                               where=f"spec {spec.episode_key} params.task")
-        return run_pick_place(self.sim, spec, params)
+        if "bottleneck" in spec.params:
+            from raygen.actors.tasks.bottleneck import run_bottleneck as run
+        else:
+            run = run_pick_place
+        if not self.render_only_kept:
+            return run(self.sim, spec, params)
+        return render_if_kept(lambda render: run(self.sim, spec, params, render=render))
 
     def close(self) -> None:
         self.sim.close()
+
+
+def render_if_kept(run: Callable[[bool], Episode]) -> Episode:
+    """Run the physics alone first; render (a deterministic replay of the same spec) only if the task succeeded.
+
+    A failure raises :class:`EpisodeFailed` (a reject, not retried) without paying for a single camera frame
+    or its encoding. The replay's state is compared with the first pass: ``render.replay_state_diff`` is the
+    largest difference (0.0 when the simulator is deterministic); the rendered episode is the one kept and
+    judged, so a replay that diverged is still checked for success by the quality stage."""
+    first = run(False)
+    if not first.success:
+        m = first.metrics
+        raise EpisodeFailed(f"{EpisodeFailed.PREFIX} on the physics-only pass (grasped {m.get('task.grasped')}, "
+                            f"place error {float(m.get('task.place_error_m', float('nan'))):.3f} m, at home "
+                            f"{m.get('task.at_home')}, object resting {m.get('task.object_resting')}); not rendered")
+    episode = run(True)
+    diff = np.abs(np.asarray(episode.state, np.float64) - np.asarray(first.state, np.float64))
+    episode.metrics["render.replay_state_diff"] = float(diff.max()) if diff.size else 0.0
+    episode.metrics["render.physics_pass_s"] = float(first.metrics.get("timing.physics_s", 0.0))
+    return episode

@@ -37,7 +37,7 @@ from raygen.actors._child import OPTIONS_ENV, PROTO_ENV
 from raygen.actors._episode_io import read_episode
 from raygen.actors.cores import CoreClaim, StageCores, claim_cores, pid_alive
 from raygen.actors.registry import worker_module
-from raygen.actors.spec import EpisodeSpec
+from raygen.actors.spec import EpisodeFailed, EpisodeSpec
 from raygen.datasets.episode import Episode, EpisodeValidationError, episode_to_row, validate_episode
 
 logger = logging.getLogger(__name__)
@@ -437,7 +437,10 @@ class WorkerHost:
                 return result
             result.error = error
             if result.permanent:
-                logger.warning("episode %s: bad input, recorded as a reject without retrying: %s", key, error)
+                if error.startswith(EpisodeFailed.PREFIX):  # expected in generation that can fail: no warning
+                    logger.info("episode %s: %s", key, error)
+                else:
+                    logger.warning("episode %s: bad input, recorded as a reject without retrying: %s", key, error)
                 return result
             if attempt < self.config.attempts:
                 logger.warning("episode %s failed (attempt %d/%d), retrying: %s", key, attempt,

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["EpisodeInputError", "EpisodeSpec"]
+__all__ = ["EpisodeFailed", "EpisodeInputError", "EpisodeSpec"]
 
 
 class EpisodeInputError(ValueError):
@@ -14,6 +14,14 @@ class EpisodeInputError(ValueError):
     would fail the same way every time. A backend raises it to have the episode recorded as a reject with
     this message at once, without the retries a crash or a hang gets. The message is the reject's reason:
     name the file, the field and the value at fault."""
+
+
+class EpisodeFailed(EpisodeInputError):
+    """The task failed on a deterministic first pass (physics only), so the episode was not rendered: the
+    same spec would fail again, and there is no episode to judge. Recorded as a reject whose reason starts
+    with :data:`EpisodeFailed.PREFIX`, not retried."""
+
+    PREFIX = "task failed"
 
 
 @dataclass(frozen=True)

@@ -155,6 +155,13 @@ class Committer:
                     f"{root}: has {info['total_episodes']} episodes but no {L.LEDGER}; raygen appends only to "
                     "datasets it created. Write to a new folder, or `raygen verify` this one."
                 )
+        if info_path.exists():
+            annotation = L.read_json(info_path).get("raygen_annotation")
+            if annotation is not None:  # its per-frame augment_states would be missing from new episodes
+                raise DatasetLayoutError(
+                    f"{root}: an annotated copy (raygen annotate, method {annotation.get('method')!r}) of "
+                    f"{annotation.get('source', 'another dataset')}; raygen does not append to it. Add episodes to "
+                    "the source dataset (or write to a new folder), then annotate again.")
         self._ledger = self._read_ledger(ledger_path)
         if self._ledger:
             self.chunks_size = int(L.read_json(info_path)["chunks_size"]) if info_path.exists() else self.chunks_size

@@ -110,8 +110,9 @@ class DatasetReader:
         rec = self._record_cache[cf]
         return rec["episodes"][index - rec["episode_from"]]
 
-    def episode(self, which: int | str, *, decode_video: bool = True) -> Episode:
-        """The episode at a global index or with a key; ``decode_video=False`` leaves RGB empty."""
+    def episode(self, which: int | str, *, decode_video: bool = True, decode_depth: bool = True) -> Episode:
+        """The episode at a global index or with a key; ``decode_video=False`` leaves RGB empty (zeros),
+        ``decode_depth=False`` leaves depth out (None)."""
         index = self.index_of(which) if isinstance(which, str) else int(which)
         if not 0 <= index < len(self):
             raise IndexError(f"{self.root}: episode index {index} out of range 0..{len(self) - 1}")
@@ -135,7 +136,7 @@ class DatasetReader:
                     if decode_video
                     else np.zeros((t, h, w, 3), np.uint8)
                 )
-                if crec["has_depth"]:
+                if crec["has_depth"] and decode_depth:
                     depth = decode_window(self.root / L.DEPTH_PATH.format(camera=cam, **vcf), start, t, fps,
                                           depth=True)
             pose_col = CAMERA_POSE.format(camera=cam)

@@ -21,7 +21,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from raygen import __version__
+from raygen.actors.spec import EpisodeFailed
 from raygen.config import RunConfig
 from raygen.datasets import _layout as L
 from raygen.datasets._video import VideoSettings
@@ -31,7 +34,7 @@ from raygen.pipelines.diversity import DiversityReport
 from raygen.pipelines.feeds import HttpFeed, check_feeds
 from raygen.pipelines.progress import ProgressDisplay
 from raygen.pipelines.rejects import fold_rejects, rejected_keys
-from raygen.pipelines.sources import Source, Todo, make_source
+from raygen.pipelines.sources import BottleneckSource, Source, Todo, make_source
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +70,11 @@ class RunSummary:
     upload_error: str | None = None
     feeds: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per live feed: queued, sent, filtered, pending, batches, bytes, retries, lag median/p95 (s)."""
+    renders_saved: int = 0
+    """Episodes that failed on the physics-only pass (source.render_only_kept) and so were never rendered."""
+    bottleneck: dict[str, Any] = field(default_factory=dict)
+    """Bottleneck runs: success rate and critical-state neighbourhood coverage of this dataset, its source
+    demos and source.bottleneck.compare_with (raygen.critical.compare)."""
 
     def format(self) -> str:
         lines = [
@@ -89,6 +97,15 @@ class RunSummary:
                    if f.get("lag_median_s") is not None else "")
             lines.append(f"feed {name}: {f['sent']} sent, {f['filtered']} filtered, {f['pending']} pending, "
                          f"{f['batches']} batches, {f['bytes'] / 1e6:.1f} MB{lag}")
+        if self.renders_saved:
+            lines.append(f"render only kept: {self.renders_saved} failed episodes were never rendered")
+        if self.bottleneck.get("error"):
+            lines.append(f"bottleneck comparison: {self.bottleneck['error']}")
+        elif self.bottleneck:
+            parts = [f"{name} {rec['success_rate']:.0%} success, coverage {rec['coverage']:.1%}"
+                     for name, rec in self.bottleneck.items() if isinstance(rec, dict) and "coverage" in rec]
+            lines.append(f"bottleneck ({self.bottleneck['critical_states']} critical states, "
+                         f"{self.bottleneck['radius_m']:g} m neighbourhoods): " + "; ".join(parts))
         if self.upload_error:
             lines.append(f"upload failed: {self.upload_error}")
         if self.stopped:
@@ -280,6 +297,7 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
     def fold() -> None:  # reject records from the stages -> meta/raygen/rejects/, counts, costs, metrics
         recs = fold_rejects(root, rejects_dir)
         summary.rejected += len(recs)
+        summary.renders_saved += sum(str(r.get("reason", "")).startswith(EpisodeFailed.PREFIX) for r in recs)
         for r in recs:
             spend = account.reject(r)
             if metrics is not None:
@@ -391,6 +409,8 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
             summary.stage_seconds = {k: v / summary.accepted for k, v in stage_totals.items()}
         if diversity.catch_up(root):
             diversity.save(root)
+        if clean and isinstance(source, BottleneckSource) and (root / L.INFO).exists():
+            summary.bottleneck = _compare_bottleneck(source, root)
         if (root / L.INFO).exists() or (root / L.RUN).exists():
             L.atomic_write_json(root / L.RUN, _run_record(config, None, summary))
         try:
@@ -405,6 +425,19 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
 
         summary.verify_ok = verify_dataset(root).ok
     return summary
+
+
+def _compare_bottleneck(source: BottleneckSource, root: Path) -> dict[str, Any]:
+    from raygen.critical.compare import compare
+
+    bn = source.config.source.bottleneck
+    assert bn is not None
+    centres = np.array(sorted({s.tcp for s in source.states}))
+    try:
+        return compare(root, centres, bn.radius_m[1], source=bn.dataset, compare_with=bn.compare_with)
+    except (OSError, ValueError) as exc:  # a report, not the run: say why and go on
+        logger.warning("bottleneck comparison skipped: %s", exc)
+        return {"error": str(exc)}
 
 
 def _watch_stop(stop: threading.Event, finished: threading.Event, stop_file: Path) -> None:

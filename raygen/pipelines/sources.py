@@ -5,6 +5,8 @@ specs whose key is stable across runs (so resume and rejects work), and what the
 told; the backend turns one spec into one Episode. Everything downstream is the same for every source.
 
 - :class:`SeededSource`: simulated pick-and-place, episode ``i`` of seed ``s`` (bullet, isaac).
+- :class:`BottleneckSource`: simulated episodes around the critical states of an annotated dataset, episode
+  ``i`` of seed ``s`` (bullet, isaac; see raygen.critical.sampler).
 - :class:`DroidSource`: the episode folders of a DROID raw tree, keyed by their uuid (droid, zed).
 
 Building a source checks what it can before anything starts (task parameters, backend options, a DROID
@@ -24,7 +26,7 @@ import numpy as np
 from raygen.actors.spec import EpisodeSpec
 from raygen.config import ConfigError, RunConfig
 
-__all__ = ["DroidSource", "SeededSource", "Source", "Todo", "make_source"]
+__all__ = ["BottleneckSource", "DroidSource", "SeededSource", "Source", "Todo", "make_source"]
 
 TYPICAL_DROID_STEPS = 400
 """For memory requests only: DROID episodes run ~100-600 steps at 15 Hz."""
@@ -147,7 +149,8 @@ class SeededSource(Source):
     def host_options(self) -> dict[str, Any]:
         src = self.config.source
         width, height = src.size or (0, 0)
-        return {"width": width, "height": height, "task": dict(src.task_params), **src.backend_options}
+        return {"width": width, "height": height, "task": dict(src.task_params),
+                "render_only_kept": src.renders_only_kept, **src.backend_options}
 
     def raw_bytes(self) -> int:
         """Two cameras of RGB + uint16 depth."""
@@ -202,6 +205,53 @@ class DroidSource(Source):
         return TYPICAL_DROID_STEPS * 3 * width * height * (3 + 2)
 
 
+class BottleneckSource(SeededSource):
+    """Episode ``i`` of seed ``s`` starts near a critical state of ``source.bottleneck.dataset``: the state
+    comes from the inverse-usage plan persisted in the output, the perturbation from (seed, i). Each spec
+    carries everything its worker needs (raygen.actors.tasks.bottleneck)."""
+
+    def __init__(self, config: RunConfig):
+        from raygen.critical.sampler import SourceDatasetError, load_critical_states
+
+        super().__init__(config)
+        bn = config.source.bottleneck
+        assert bn is not None
+        try:
+            self.states = load_critical_states(bn.dataset)
+        except SourceDatasetError as exc:
+            raise ConfigError(str(exc)) from None
+        self.by_key = {s.key: s for s in self.states}
+
+    def todo(self, skip: set[str] | frozenset[str] = frozenset()) -> Todo:
+        specs = self.specs(skip)
+        return Todo(count=len(specs), specs=specs)
+
+    def specs(self, skip: set[str] | frozenset[str] = frozenset()) -> list[EpisodeSpec]:
+        """The remaining specs; plans (and persists) the critical state of every index first."""
+        from raygen.critical.sampler import SourceDatasetError, UsagePlan, perturbation_rng, sample_perturbation
+
+        src, bn = self.config.source, self.config.source.bottleneck
+        assert bn is not None
+        root = self.config.output.path
+        try:
+            usage = UsagePlan.load(root) or UsagePlan([], dataset=str(bn.dataset))
+            plan = usage.plan([s.key for s in self.states], src.seed, src.episodes)
+        except SourceDatasetError as exc:
+            raise ConfigError(str(exc)) from None
+        usage.dataset = str(bn.dataset)
+        usage.save(root)
+        ranges = {"radius_m": bn.radius_m, "elevation_deg": bn.elevation_deg, "azimuth_deg": bn.azimuth_deg,
+                  "rotation_deg": bn.rotation_deg}
+        out = []
+        for i in self._remaining(skip).tolist():
+            state = self.by_key[usage.states[plan[i]]]
+            pert = sample_perturbation(perturbation_rng(src.seed, i), **ranges)
+            out.append(EpisodeSpec(src.name, src.seed, i, params={
+                "task": {**state.task_params, **src.task_params},
+                "bottleneck": {**state.params, "perturbation": pert, "recovery_steps": bn.recovery_steps}}))
+        return out
+
+
 def _absolute(path: str | None) -> str | None:
     if path is None or "://" in path:
         return path
@@ -215,4 +265,6 @@ def make_source(config: RunConfig) -> Source:
     from raygen.actors.registry import check_backend
 
     check_backend(config.source.backend, python=config.source.python)
-    return DroidSource(config) if config.source.recording else SeededSource(config)
+    if config.source.recording:
+        return DroidSource(config)
+    return BottleneckSource(config) if config.source.bottleneck is not None else SeededSource(config)

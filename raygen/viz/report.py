@@ -166,6 +166,27 @@ def _reject_reasons(root: Path) -> tuple[list[str], list[int]]:
     return [k for k, _ in common], [v for _, v in common]
 
 
+def _bottleneck(comparison: dict[str, Any], summary: dict[str, Any]) -> list[str]:
+    """The bottleneck run's comparison table (run.json summary.bottleneck), if this was one."""
+    if not comparison:
+        return []
+    out = ['<h2 id="bottleneck">Bottleneck generation</h2>']
+    if comparison.get("error"):
+        return [*out, f"<p>No comparison: {html.escape(str(comparison['error']))}</p>"]
+    out.append(f"<p>{comparison['critical_states']} critical states; coverage = share of the 5 cm cells within "
+               f"{comparison['radius_m']:g} m of each critical TCP position that the dataset's TCP passes through "
+               f"(mean over the states). Rendered only kept episodes: {summary.get('renders_saved', 0)} failed "
+               "attempts were never rendered.</p>")
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{rec['committed']}</td><td>{rec['rejected']}</td>"
+        f"<td>{100 * rec['success_rate']:.1f}%</td><td>{100 * rec['coverage']:.1f}%</td>"
+        f"<td>{html.escape(str(rec['path']))}</td></tr>"
+        for name, rec in comparison.items() if isinstance(rec, dict) and "coverage" in rec)
+    out.append('<table id="bottleneck-comparison"><tr><th>dataset</th><th>committed</th><th>rejected</th>'
+               f"<th>success rate</th><th>coverage</th><th>path</th></tr>{rows}</table>")
+    return out
+
+
 def write_report(root: str | Path, out: str | Path | None = None) -> Path:
     """Write the report of the dataset at ``root`` (default: ``<root>/report.html``); returns its path."""
     root = Path(root)
@@ -220,6 +241,7 @@ def write_report(root: str | Path, out: str | Path | None = None) -> Path:
         ) + "</table>")
     else:
         body.append("<p>No diversity report (meta/raygen/diversity.json) in this dataset.</p>")
+    body.extend(_bottleneck(summary.get("bottleneck") or {}, summary))
     page = _PAGE.format(title=html.escape(root.resolve().name), body="\n".join(body),
                         plots=json.dumps(list(PLOTS)))
     out = Path(out) if out else root / "report.html"

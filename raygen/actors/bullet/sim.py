@@ -259,6 +259,92 @@ class BulletPickPlace:
     def object_position(self) -> np.ndarray:
         return np.asarray(self.p.getBasePositionAndOrientation(self.obj, physicsClientId=self.client)[0])
 
+    def object_pose(self) -> np.ndarray:
+        pos, (x, y, z, w) = self.p.getBasePositionAndOrientation(self.obj, physicsClientId=self.client)
+        return np.array([*pos, w, x, y, z])
+
+    def set_rendering(self, on: bool) -> None:
+        """Nothing to switch: PyBullet draws only when render() is called."""
+
+    # ------------------------------------------------------------------ restore and perturb (bottleneck runs)
+    def restore(self, q: np.ndarray, fingers: np.ndarray, object_pose: np.ndarray, grasped: bool) -> None:
+        """Put the robot at joints ``q`` [7] and fingers [2], the object at ``object_pose`` [7] (xyz + wxyz),
+        everything at rest, and attach the object when ``grasped`` (after :meth:`reset` of the scene)."""
+        p, c = self.p, self.client
+        self.detach()
+        for j, v in zip(_ARM, q):
+            p.resetJointState(self.robot, j, float(v), 0.0, physicsClientId=c)
+        for j, v in zip(_FINGERS, fingers):
+            p.resetJointState(self.robot, j, float(v), 0.0, physicsClientId=c)
+        x, y, z, qw, qx, qy, qz = (float(v) for v in object_pose)
+        p.resetBasePositionAndOrientation(self.obj, [x, y, z], [qx, qy, qz, qw], physicsClientId=c)
+        p.resetBaseVelocity(self.obj, [0, 0, 0], [0, 0, 0], physicsClientId=c)
+        self._hold(q, fingers)
+        if grasped:
+            self.attach()
+
+    def teleport(self, q: np.ndarray) -> None:
+        """Move the arm to joints ``q`` at once; a held object moves with the hand."""
+        p, c = self.p, self.client
+        rel = None
+        if self._constraint is not None:
+            rel = np.linalg.inv(self._link_pose(_HAND)) @ self._object_matrix()
+        for j, v in zip(_ARM, q):
+            p.resetJointState(self.robot, j, float(v), 0.0, physicsClientId=c)
+        if rel is not None:
+            m = self._link_pose(_HAND) @ rel
+            from raygen.actors.tasks.pick_place import quat_wxyz
+
+            w, x, y, z = quat_wxyz(m[:3, :3])
+            p.resetBasePositionAndOrientation(self.obj, m[:3, 3].tolist(), [x, y, z, w], physicsClientId=c)
+            p.resetBaseVelocity(self.obj, [0, 0, 0], [0, 0, 0], physicsClientId=c)
+            p.changeConstraint(self._constraint, maxForce=200, physicsClientId=c)
+        self._hold(q, self.joint_state()[2])
+
+    def _hold(self, q: np.ndarray, fingers: np.ndarray) -> None:
+        """Motor targets at the current joints, so the next step does not pull towards older ones."""
+        p, c = self.p, self.client
+        p.setJointMotorControlArray(self.robot, _ARM, p.POSITION_CONTROL, targetPositions=[float(v) for v in q],
+                                    forces=[87.0] * 4 + [12.0] * 3, positionGains=[0.3] * 7, physicsClientId=c)
+        p.setJointMotorControlArray(self.robot, list(_FINGERS), p.POSITION_CONTROL,
+                                    targetPositions=[float(v) for v in fingers], forces=[40.0, 40.0],
+                                    physicsClientId=c)
+
+    def _object_matrix(self) -> np.ndarray:
+        pos, orn = self.p.getBasePositionAndOrientation(self.obj, physicsClientId=self.client)
+        t = np.eye(4)
+        t[:3, :3] = np.asarray(self.p.getMatrixFromQuaternion(orn)).reshape(3, 3)
+        t[:3, 3] = pos
+        return t
+
+    def perturbed_joints(self, q: np.ndarray, offset: np.ndarray, rotation: np.ndarray) -> np.ndarray | None:
+        """Joints that move the TCP of joints ``q`` by ``offset`` [3] (world, m) and turn it by ``rotation``
+        [3,3] (world axes, about the TCP), or None when PyBullet's IK misses that pose by more than 1 cm or
+        5 degrees (checked by forward kinematics). The arm is left where it was."""
+        p, c = self.p, self.client
+        saved = [p.getJointState(self.robot, j, physicsClientId=c)[:2] for j in _ARM]
+        try:
+            for j, v in zip(_ARM, q):
+                p.resetJointState(self.robot, j, float(v), physicsClientId=c)
+            start = self._link_pose(_TCP)
+            xyz = start[:3, 3] + np.asarray(offset, np.float64)
+            want = np.asarray(rotation, np.float64) @ start[:3, :3]
+            from raygen.actors.tasks.pick_place import quat_wxyz
+
+            w, x, y, z = quat_wxyz(want)
+            sol = p.calculateInverseKinematics(self.robot, _TCP, xyz.tolist(), [x, y, z, w],
+                                               maxNumIterations=300, residualThreshold=1e-5, physicsClientId=c)
+            out = np.asarray(sol[:7], dtype=np.float64)
+            for j, v in zip(_ARM, out):
+                p.resetJointState(self.robot, j, float(v), physicsClientId=c)
+            got = self._link_pose(_TCP)
+            angle = np.degrees(np.arccos(np.clip((np.trace(got[:3, :3].T @ want) - 1) / 2, -1.0, 1.0)))
+            ok = np.linalg.norm(got[:3, 3] - xyz) < 0.01 and angle < 5.0
+        finally:
+            for j, (v, vd) in zip(_ARM, saved):
+                p.resetJointState(self.robot, j, v, vd, physicsClientId=c)
+        return out if ok else None
+
     def attach(self) -> None:
         p, c = self.p, self.client
         hand = p.getLinkState(self.robot, _HAND, physicsClientId=c)

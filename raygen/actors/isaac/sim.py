@@ -106,6 +106,7 @@ class IsaacPickPlace:
                  warmup_frames: int = 30, cpu_threads: int = 2, assets_root: str | None = None,
                  franka_usd: str = FRANKA_USD, active_gpu: int = 0):
         isaacsim = require("isaacsim", "the Isaac Sim backend")
+        self._rendering = True
         cache = Path(os.environ.get("RAYGEN_CACHE_DIR") or Path.home() / ".cache" / "raygen-isaac")
         isolate_caches(cache)
         self.app = isaacsim.SimulationApp({
@@ -224,7 +225,66 @@ class IsaacPickPlace:
         fingers = np.broadcast_to(np.asarray(gripper_target, dtype=np.float64), (2,))
         action = self._api["ArticulationAction"](joint_positions=np.concatenate([q_target, fingers]))
         self.robot.apply_action(action)
-        self.world.step(render=True)  # one rendering_dt: 4 physics steps at 120 Hz
+        self.world.step(render=self._rendering)  # one rendering_dt: 4 physics steps at 120 Hz
+
+    def set_rendering(self, on: bool) -> None:
+        """Physics alone (False: no RTX frame per step, for a pass that only decides success) or with frames."""
+        self._rendering = bool(on)
+
+    # ------------------------------------------------------------------ restore and perturb (bottleneck runs)
+    def object_pose(self) -> np.ndarray:
+        position, quat = self._object.get_world_pose()  # quaternion w, x, y, z
+        return np.concatenate([np.asarray(position, dtype=np.float64), np.asarray(quat, dtype=np.float64)])
+
+    def restore(self, q: np.ndarray, fingers: np.ndarray, object_pose: np.ndarray, grasped: bool) -> None:
+        """Robot at joints ``q`` [7] and fingers [2], the object at ``object_pose`` (xyz + wxyz), all at rest;
+        the object attached when ``grasped`` (after :meth:`reset` of the scene)."""
+        self.detach()
+        self.robot.set_joint_positions(np.concatenate([np.asarray(q, np.float64), np.asarray(fingers, np.float64)]))
+        self.robot.set_joint_velocities(np.zeros(9))
+        self._object.set_world_pose(position=np.asarray(object_pose[:3], np.float64),
+                                    orientation=np.asarray(object_pose[3:], np.float64))
+        self._object.set_linear_velocity(np.zeros(3))
+        self._object.set_angular_velocity(np.zeros(3))
+        self.robot.apply_action(self._api["ArticulationAction"](
+            joint_positions=np.concatenate([np.asarray(q, np.float64), np.asarray(fingers, np.float64)])))
+        if grasped:
+            self.attach()
+
+    def teleport(self, q: np.ndarray) -> None:
+        """Arm to joints ``q`` at once; a held object moves with the hand (the joint is re-made there)."""
+        held = self._stage_has_joint()
+        rel = np.linalg.inv(_pose_matrix(*self._hand.get_world_pose())) @ _pose_matrix(*self._object.get_world_pose())
+        if held:
+            self.detach()
+        fingers = np.asarray(self.robot.get_joint_positions(), dtype=np.float64)[7:9]
+        self.robot.set_joint_positions(np.concatenate([np.asarray(q, np.float64), fingers]))
+        self.robot.set_joint_velocities(np.zeros(9))
+        if held:
+            m = _pose_matrix(*self._hand.get_world_pose()) @ rel
+            self._object.set_world_pose(position=m[:3, 3], orientation=quat_wxyz(m[:3, :3]))
+            self._object.set_linear_velocity(np.zeros(3))
+            self._object.set_angular_velocity(np.zeros(3))
+            self.attach()
+        self.robot.apply_action(self._api["ArticulationAction"](
+            joint_positions=np.concatenate([np.asarray(q, np.float64), fingers])))
+
+    def _stage_has_joint(self) -> bool:
+        return bool(self._api["get_current_stage"]().GetPrimAtPath(JOINT_PATH).IsValid())
+
+    def perturbed_joints(self, q: np.ndarray, offset: np.ndarray, rotation: np.ndarray) -> np.ndarray | None:
+        """Joints that move the TCP of joints ``q`` by ``offset`` [3] (world, m) and turn it by ``rotation``
+        [3,3] (world axes, about the TCP), or None when Lula finds none. Called with the arm at ``q`` (after
+        :meth:`restore`); Lula's forward kinematics gives the start pose, in the base frame, which is the world
+        frame here (the Franka stands at the origin)."""
+        base_pos, base_rot = self.robot.get_world_pose()
+        self._lula.set_robot_base_pose(base_pos, base_rot)
+        pos, rot = self._lula.compute_forward_kinematics("right_gripper", np.asarray(q, np.float64))
+        want = np.asarray(rotation, np.float64) @ np.asarray(rot, np.float64)
+        action, ok = self._ik.compute_inverse_kinematics(
+            target_position=np.asarray(pos, np.float64) + np.asarray(offset, np.float64),
+            target_orientation=quat_wxyz(want))
+        return np.asarray(action.joint_positions[:7], dtype=np.float64) if ok else None
 
     def joint_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         q = np.asarray(self.robot.get_joint_positions(), dtype=np.float64)

@@ -29,6 +29,7 @@ __all__ = [
     "PHASES",
     "PickPlaceParams",
     "PickPlaceSim",
+    "Rollout",
     "WRIST_CAMERA_IN_HAND",
     "Scene",
     "panda_fk",
@@ -36,6 +37,8 @@ __all__ = [
     "panda_ik",
     "run_pick_place",
     "sample_scene",
+    "execute",
+    "to_episode",
 ]
 
 PHASES = ("HOME", "APPROACH_PICK", "DOWN_PICK", "CLOSE_GRIPPER", "LIFT", "MOVE_TO_PLACE", "DOWN_PLACE",
@@ -226,6 +229,8 @@ class PickPlaceSim(Protocol):
     def tcp_position(self) -> np.ndarray: ...  # [3]
     def finger_pads(self) -> np.ndarray: ...  # [2,3] left, right pad centres
     def object_position(self) -> np.ndarray: ...  # [3]
+    def object_pose(self) -> np.ndarray: ...  # [7] position and quaternion (w, x, y, z)
+    def set_rendering(self, on: bool) -> None: ...  # False: physics alone (render() is not called)
     def attach(self) -> None: ...
     def detach(self) -> None: ...
     def render(self) -> dict[str, CameraImage]: ...
@@ -313,8 +318,12 @@ def _schedule(q_way: np.ndarray, grip: np.ndarray, steps: int) -> tuple[np.ndarr
     return q, g, phase
 
 
-def run_pick_place(sim: PickPlaceSim, spec: EpisodeSpec, params: PickPlaceParams) -> Episode:
-    """Run one pick-and-place episode on ``sim``; the same spec always gives the same episode."""
+def run_pick_place(sim: PickPlaceSim, spec: EpisodeSpec, params: PickPlaceParams, *, render: bool = True
+                   ) -> Episode:
+    """Run one pick-and-place episode on ``sim``; the same spec always gives the same episode.
+
+    ``render=False`` runs the physics alone (no camera frames: a first pass that only decides success, see
+    :func:`raygen.actors._backend.render_if_kept`); the physics is the same either way."""
     rng = np.random.default_rng(np.random.SeedSequence(spec.rng_seed))
     scene = sample_scene(rng, params, sim.object_kinds)
     sim.reset(scene)
@@ -322,20 +331,53 @@ def run_pick_place(sim: PickPlaceSim, spec: EpisodeSpec, params: PickPlaceParams
     q_way, fallbacks = _solve(sim, plan, rng, params)
     grip = np.array([g for _, _, g in plan])
     q_tgt, g_tgt, phase = _schedule(q_way, grip, params.steps_per_segment)
-    t_frames = len(q_tgt)
     close_end = PHASES.index("CLOSE_GRIPPER") * params.steps_per_segment - 1
     open_end = PHASES.index("OPEN_GRIPPER") * params.steps_per_segment - 1
+    rollout = execute(sim, scene, params, q_tgt, g_tgt, grasp_at=close_end, release_at=open_end, render=render)
+    return to_episode(sim, spec, scene, params, rollout, q_tgt, g_tgt, phase, metrics={"task.ik_fallbacks": fallbacks})
 
+
+@dataclass
+class Rollout:
+    """What the simulator did under a sequence of targets (see :func:`execute`)."""
+
+    state: np.ndarray
+    flange: np.ndarray
+    opening: np.ndarray
+    pads: np.ndarray
+    object_pose: np.ndarray
+    """[T,7] the object's position and quaternion (w, x, y, z), continuous along time."""
+    images: dict[str, list[CameraImage]]
+    grasped: bool
+    grasp_distance: float
+    place_err: float
+    at_home: bool
+    resting: bool
+    success: bool
+    t_physics: float
+    t_render: float
+
+
+def execute(sim: PickPlaceSim, scene: Scene, params: PickPlaceParams, q_tgt: np.ndarray, g_tgt: np.ndarray, *,
+            grasp_at: int | None, release_at: int | None, attached: bool = False, render: bool = True) -> Rollout:
+    """Drive ``sim`` through per-frame joint targets ``q_tgt`` [T,7] and gripper commands ``g_tgt`` [T] from
+    its current state, observing each frame before acting. The object is attached at frame ``grasp_at`` when
+    the TCP is within the grasp tolerances of it, and let go at ``release_at`` or as soon as the command
+    opens the fingers past where they hold it. ``attached``: the object is already held (a restored
+    state). ``render=False`` records no camera frames."""
+    t_frames = len(q_tgt)
     state = np.zeros((t_frames, 23), np.float32)
     step_m = params.gripper_speed / params.fps  # the most a finger moves in one frame
     fingers_to: np.ndarray | None = None  # where the fingers are driven this frame (each its own)
-    held: np.ndarray | None = None  # while the object is attached, each finger holds where it met the object
+    held: np.ndarray | None = sim.joint_state()[2].copy() if attached else None  # fingers where they met it
     flange = np.zeros((t_frames, 4, 4))
     opening = np.zeros(t_frames)
     pads = np.zeros((t_frames, 2, 3))
+    obj_pose = np.zeros((t_frames, 7))
     images: dict[str, list[CameraImage]] = {c: [] for c in sim.camera_names}
-    grasped = attached = False
-    grasp_distance = float("nan")
+    sim.set_rendering(render)
+    grasped = attached
+    grasp_distance = float(np.linalg.norm(sim.tcp_position() - sim.object_position())) if attached else float("nan")
     t_physics = t_render = 0.0
     for t in range(t_frames):
         # observe, then act: frame t shows the world before action t is applied
@@ -345,9 +387,11 @@ def run_pick_place(sim: PickPlaceSim, spec: EpisodeSpec, params: PickPlaceParams
         tcp_rot = f[:3, :3] @ _FLANGE_TO_TCP_ROT  # the simulator's own flange, turned to the TCP
         state[t] = np.concatenate([q, qd, fingers, sim.tcp_position(), quat_wxyz(tcp_rot)])
         flange[t], opening[t], pads[t] = f, float(fingers.sum()), sim.finger_pads()
+        obj_pose[t] = sim.object_pose()
         t1 = time.perf_counter()
-        for cam, img in sim.render().items():
-            images[cam].append(img)
+        if render:
+            for cam, img in sim.render().items():
+                images[cam].append(img)
         t2 = time.perf_counter()
         if attached and g_tgt[t] > held.max():  # the command opens: the object is let go as the fingers part
             sim.detach()
@@ -358,7 +402,7 @@ def run_pick_place(sim: PickPlaceSim, spec: EpisodeSpec, params: PickPlaceParams
         prev = fingers.astype(np.float64) if fingers_to is None else fingers_to
         fingers_to = prev + np.clip(goal - prev, -step_m, step_m)
         sim.step(q_tgt[t], fingers_to)
-        if t == close_end:
+        if t == grasp_at and not attached:
             hand, obj = sim.tcp_position(), sim.object_position()
             grasp_distance = float(np.linalg.norm(hand - obj))
             near = np.linalg.norm(hand[:2] - obj[:2]) <= params.grasp_xy_tol
@@ -366,11 +410,13 @@ def run_pick_place(sim: PickPlaceSim, spec: EpisodeSpec, params: PickPlaceParams
                 sim.attach()
                 grasped = attached = True
                 held = fingers_to = sim.joint_state()[2].copy()
-        if t == open_end and attached:
+        if t == release_at and attached:
             sim.detach()
             attached, held = False, None
         t_physics += (t1 - t0) + (time.perf_counter() - t2)
         t_render += t2 - t1
+    if fingers_to is None:
+        fingers_to = sim.joint_state()[2].astype(np.float64)
     for _ in range(int(params.fps)):  # let the object settle before judging (not recorded)
         fingers_to = fingers_to + np.clip(g_tgt[-1] - fingers_to, -step_m, step_m)
         sim.step(q_tgt[-1], fingers_to)
@@ -379,13 +425,28 @@ def run_pick_place(sim: PickPlaceSim, spec: EpisodeSpec, params: PickPlaceParams
     q_final = sim.joint_state()[0]
     at_home = bool(np.max(np.abs(q_final - HOME_Q)) <= params.home_tol_rad)
     resting = bool(-0.01 < obj[2] < scene.object_size)  # on the table: not held up, not fallen off
-    success = grasped and place_err <= params.success_radius and at_home and resting
+    obj_pose[:, 3:] = continuous_quaternions(obj_pose[:, 3:])
+    return Rollout(state=state, flange=flange, opening=opening, pads=pads, object_pose=obj_pose, images=images,
+                   grasped=grasped, grasp_distance=grasp_distance, place_err=place_err, at_home=at_home,
+                   resting=resting, success=grasped and place_err <= params.success_radius and at_home and resting,
+                   t_physics=t_physics, t_render=t_render)
 
+
+OBJECT_POSE_NAMES = ["object_x", "object_y", "object_z", "object_qw", "object_qx", "object_qy", "object_qz"]
+
+
+def to_episode(sim: PickPlaceSim, spec: EpisodeSpec, scene: Scene, params: PickPlaceParams, r: Rollout,
+               q_tgt: np.ndarray, g_tgt: np.ndarray, phase: np.ndarray, *, metrics: dict[str, Any] | None = None,
+               provenance: dict[str, Any] | None = None, task: str = "pick_place") -> Episode:
+    """The episode of a rollout (camera frames only if it was rendered)."""
+    state = r.state.copy()
     state[:, 19:23] = continuous_quaternions(state[:, 19:23])  # per frame it is w >= 0; along time, no flips
     action = np.concatenate([q_tgt, g_tgt[:, None]], axis=1).astype(np.float32)  # the gripper command itself
     cameras = {}
     for cam in sim.camera_names:
-        frames = images[cam]
+        frames = r.images[cam]
+        if not frames:
+            continue
         poses = np.stack([im.pose for im in frames])
         cameras[cam] = CameraFrames(
             rgb=np.stack([im.rgb for im in frames]),
@@ -400,26 +461,30 @@ def run_pick_place(sim: PickPlaceSim, spec: EpisodeSpec, params: PickPlaceParams
         state=state,
         action=action,
         cameras=cameras,
-        gripper_pose=flange,
-        gripper_opening=opening,
-        success=bool(success),
+        gripper_pose=r.flange,
+        gripper_opening=r.opening,
+        success=bool(r.success),
         robot_type="franka",
         provenance={
-            "backend": sim.name, "backend_version": sim.version, "task": "pick_place",
+            "backend": sim.name, "backend_version": sim.version, "task": task,
             "source": spec.source, "seed": spec.seed, "index": spec.index, "params": spec.params,
             "task_params": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(params).items()},
+            **(provenance or {}),
         },
         gripper_geometry=sim.gripper_geometry(),
-        frame_features={"contact.pads": pads.astype(np.float32), "task.phase": phase.astype(np.int64)},
-        names={"observation.state": list(STATE_NAMES), "action": list(ACTION_NAMES)},
+        frame_features={"contact.pads": r.pads.astype(np.float32), "task.phase": np.asarray(phase, np.int64),
+                        "object.pose": r.object_pose.astype(np.float32)},
+        names={"observation.state": list(STATE_NAMES), "action": list(ACTION_NAMES),
+               "object.pose": list(OBJECT_POSE_NAMES)},
         metrics={
-            "task.grasped": grasped, "task.grasp_distance_m": grasp_distance,
-            "task.place_error_m": place_err, "task.at_home": at_home,
-            "task.object_resting": resting, "task.ik_fallbacks": fallbacks,
+            "task.grasped": r.grasped, "task.grasp_distance_m": r.grasp_distance,
+            "task.place_error_m": r.place_err, "task.at_home": r.at_home,
+            "task.object_resting": r.resting,
             "scene.object_x": scene.object_xy[0], "scene.object_y": scene.object_xy[1],
             "scene.place_x": scene.place_xy[0], "scene.place_y": scene.place_xy[1],
             "scene.object_kind": scene.object_kind, "scene.colour": scene.colour_name,
             "scene.object_size_m": scene.object_size,
-            "timing.physics_s": t_physics, "timing.render_s": t_render,
+            "timing.physics_s": r.t_physics, "timing.render_s": r.t_render,
+            **(metrics or {}),
         },
     )
