@@ -247,7 +247,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         from raygen.hdf5.robomimic import export_robomimic
 
         result = export_robomimic(args.path, args.output, next_obs=args.next_obs, valid_fraction=args.valid_fraction,
-                                  **common)
+                                  overwrite=args.overwrite, **common)
     else:
         from raygen.hdf5.vpl import export_vpl
 
@@ -385,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--point-cloud-only", action="store_true", help="vpl: point clouds but no images")
     ex.add_argument("--point-cloud-stride", type=int, default=1, help="vpl: a point cloud every N steps")
     ex.add_argument("--point-cloud-max-points", type=int, default=None, help="vpl: at most this many points each")
-    ex.add_argument("--overwrite", action="store_true", help="vpl: replace an existing output folder")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing output (file or folder)")
     ex.set_defaults(func=_cmd_export)
 
     im = sub.add_parser("import", help="bring episodes from elsewhere into a raygen LeRobot v3.0 dataset")

@@ -1,21 +1,18 @@
 """Critical states (seed 002): which frames of a demonstration are bottlenecks, marked in a new dataset.
 
-``annotate_dataset`` writes an annotated copy of a dataset (an int8 ``augment_states`` column);
-``critical_states`` lists its marked frames for a source that restarts episodes from them.
+``methods`` holds the per-episode annotation methods and their parameters; ``annotate_dataset`` writes an
+annotated copy of a dataset (an int8 ``augment_states`` column); ``critical_states`` lists its marked frames
+for a source that restarts episodes from them.
 """
 
-from raygen.critical.annotate import (
-    ANNOTATION_KEY,
-    COLUMN,
+from raygen.critical.annotate import ANNOTATION_KEY, COLUMN, annotate_dataset, annotation_of, critical_states
+from raygen.critical.methods import (
     COMBINED_DEFAULT,
     METHODS,
     AnnotationError,
     Method,
     action_variance,
-    annotate_dataset,
-    annotation_of,
     combined,
-    critical_states,
     gripper_changes,
     pose_changes,
     resolve_params,

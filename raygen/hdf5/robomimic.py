@@ -122,12 +122,14 @@ def export_robomimic(
     workers: int = 1,
     next_obs: bool = False,
     valid_fraction: float = 0.0,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Write the episodes of the raygen dataset at ``root`` to one robomimic / Isaac Lab Mimic HDF5 file.
 
     ``episodes``: a selection as :func:`raygen.hdf5.common.select_episodes` reads it ("0-9,15", "@keys.txt")
     or a list of indices; None = all. ``images``: none / rgb / rgbd; ``size``: (height, width) to resize to,
-    None = as recorded. ``workers``: Ray tasks writing parts in parallel (see the module docstring).
+    None = as recorded. ``workers``: Ray tasks writing parts in parallel (see the module docstring). An
+    existing file at ``output`` is replaced only with ``overwrite`` (the new file is renamed over it at the end).
     Returns a summary: file, files, demos, samples, episodes (keys in demo order), train / valid counts,
     seconds.
     """
@@ -138,6 +140,8 @@ def export_robomimic(
     opts, workers = _options(images, size, compression, compression_level, workers, next_obs, valid_fraction)
     if output.is_dir():
         raise ValueError(f"output: {output} is a folder; give the path of the .hdf5 file to write")
+    if output.exists() and not overwrite:
+        raise ValueError(f"output: {output} exists; pass overwrite=True (--overwrite) to replace it")
     reader = DatasetReader(root)
     indices = _indices(reader, episodes)
     if not indices:

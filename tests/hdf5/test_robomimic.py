@@ -137,6 +137,10 @@ def test_episode_selection(rich_dataset, read_back, tmp_path):
     out = export_robomimic(rich_dataset, tmp_path / "c.hdf5", episodes=f"@{tmp_path / 'keys.txt'}")
     assert out["episodes"] == [keys[2], keys[0]]
     assert export_robomimic(rich_dataset, tmp_path / "d.hdf5", episodes="3-")["episodes"] == keys[3:]
+    # an existing file is kept unless overwrite is asked for
+    with pytest.raises(ValueError, match=r"d\.hdf5 exists; pass overwrite=True"):
+        export_robomimic(rich_dataset, tmp_path / "d.hdf5", episodes="0")
+    assert export_robomimic(rich_dataset, tmp_path / "d.hdf5", episodes="0", overwrite=True)["episodes"] == keys[:1]
 
 
 def test_bad_arguments_are_named(rich_dataset, tmp_path):
