@@ -15,7 +15,10 @@ from raygen.actors.spec import EpisodeFailed, EpisodeSpec
 from raygen.actors.tasks.pick_place import PickPlaceParams, PickPlaceSim, run_pick_place
 from raygen.datasets.episode import Episode
 
-__all__ = ["PickPlaceBackend", "render_if_kept"]
+__all__ = ["NOT_RENDERED", "PickPlaceBackend", "render_if_kept"]
+
+NOT_RENDERED = f"{EpisodeFailed.PREFIX} on the physics-only pass"
+"""How a reject's reason starts when render_if_kept skipped rendering a failed episode."""
 
 
 class PickPlaceBackend:
@@ -68,7 +71,7 @@ def render_if_kept(run: Callable[[bool], Episode]) -> Episode:
     first = run(False)
     if not first.success:
         m = first.metrics
-        raise EpisodeFailed(f"{EpisodeFailed.PREFIX} on the physics-only pass (grasped {m.get('task.grasped')}, "
+        raise EpisodeFailed(f"{NOT_RENDERED} (grasped {m.get('task.grasped')}, "
                             f"place error {float(m.get('task.place_error_m', float('nan'))):.3f} m, at home "
                             f"{m.get('task.at_home')}, object resting {m.get('task.object_resting')}); not rendered")
     episode = run(True)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from raygen import __version__
-from raygen.actors.spec import EpisodeFailed
+from raygen.actors._backend import NOT_RENDERED
 from raygen.config import RunConfig
 from raygen.datasets import _layout as L
 from raygen.datasets._video import VideoSettings
@@ -297,7 +297,8 @@ def run(config: RunConfig, *, stop: threading.Event | None = None, progress: dic
     def fold() -> None:  # reject records from the stages -> meta/raygen/rejects/, counts, costs, metrics
         recs = fold_rejects(root, rejects_dir)
         summary.rejected += len(recs)
-        summary.renders_saved += sum(str(r.get("reason", "")).startswith(EpisodeFailed.PREFIX) for r in recs)
+        summary.renders_saved += sum(r.get("stage") == "generate" and str(r.get("reason", "")).startswith(NOT_RENDERED)
+                                     for r in recs)
         for r in recs:
             spend = account.reject(r)
             if metrics is not None:

@@ -56,16 +56,20 @@ def test_restore_perturb_recover_and_finish(backend, demo, frame_phase):
     b = _bottleneck(demo, frame, GENTLE)
     ep = backend.run_episode(EpisodeSpec("bullet-pick_place-bottleneck", 0, 0, params={"bottleneck": b}))
     validate_episode(ep, cameras={"cam_high", "cam_wrist"}, state_dim=23, action_dim=8)
-    n_rest = len(demo.state) - frame
-    assert len(ep.state) == 10 + n_rest and ep.cameras["cam_high"].rgb.shape[0] == len(ep.state)
-    assert (ep.frame_features["task.phase"][:10] == RECOVERY_PHASE).all()
-    np.testing.assert_array_equal(ep.frame_features["task.phase"][10:], phase[frame:])
+    n_rest, k = len(demo.state) - frame, ep.provenance["bottleneck"]["recovery_steps"]
+    assert k >= 10 and ep.metrics["bottleneck.recovery_steps"] == k
+    assert len(ep.state) == k + n_rest and ep.cameras["cam_high"].rgb.shape[0] == len(ep.state)
+    assert (ep.frame_features["task.phase"][:k] == RECOVERY_PHASE).all()
+    np.testing.assert_array_equal(ep.frame_features["task.phase"][k:], phase[frame:])
+    # no joint moves faster than the recovery's speed limit (cosine easing: peak = pi/2 x mean)
+    speed = np.abs(np.diff(ep.action[:k, :7], axis=0)).max() * 30.0
+    assert speed <= 1.0 + 1e-6, speed
     # the first frame is the perturbed pose: the TCP moved by the spherical offset from the critical state
     offset, _ = perturbation_transform(GENTLE, ep.metrics["bottleneck.scale"])
     tcp_c = demo.state[frame, 16:19].astype(np.float64)
     assert np.linalg.norm(ep.state[0, 16:19] - (tcp_c + offset)) < 0.01
     # ... and the recovery brings it back to the critical state before the demo's targets take over
-    assert np.linalg.norm(ep.state[10, 16:19] - tcp_c) < 0.02
+    assert np.linalg.norm(ep.state[k, 16:19] - tcp_c) < 0.02
     held = b["grasped"]
     obj_z = ep.frame_features["object.pose"][:, 2]
     if held:  # the object rode along with the hand to the perturbed pose

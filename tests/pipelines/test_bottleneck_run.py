@@ -15,6 +15,8 @@ from raygen.datasets.commit import DatasetLayoutError
 from raygen.datasets.reader import DatasetReader
 from raygen.datasets.verify import verify_dataset
 from raygen.datasets.writer import DatasetWriter
+from raygen.hdf5.importer import import_hdf5
+from raygen.hdf5.robomimic import export_robomimic
 from raygen.pipelines.rejects import read_rejects
 from raygen.pipelines.run import run
 from raygen.pipelines.sources import make_source
@@ -42,6 +44,14 @@ def test_bottleneck_run_commits_valid_episodes_with_provenance(ray_local, tmp_pa
     states = load_critical_states(annotated)
     demo_keys = {DatasetReader(demos).episode(i, decode_video=False, decode_depth=False).episode_key for i in range(3)}
     assert {s.demo for s in states} == demo_keys
+    # the same demos through HDF5 (raygen's robomimic export, imported back) seed the same critical states
+    export_robomimic(demos, tmp_path / "demos.hdf5")
+    assert not import_hdf5(tmp_path / "demos.hdf5", tmp_path / "imported")["errors"]
+    annotate_dataset(tmp_path / "imported", tmp_path / "imported-annotated", method="gripper_changes")
+    via_hdf5 = load_critical_states(tmp_path / "imported-annotated")
+    assert [(s.key, s.params["actions"]) for s in via_hdf5] == [(s.key, s.params["actions"]) for s in states]
+    assert [s.params["scene"] for s in via_hdf5] == [s.params["scene"] for s in states]
+
     cfg = load_config(CONFIG, [*SETTINGS, "source.episodes=6", bn], output=str(out))
     assert cfg.source.name == "bullet-pick_place-bottleneck" and cfg.source.renders_only_kept
     summary = run(cfg, show_progress=False)
@@ -56,18 +66,18 @@ def test_bottleneck_run_commits_valid_episodes_with_provenance(ray_local, tmp_pa
         state = by_key[(prov["demo"], prov["frame"])]
         assert set(prov["perturbation"]) == {"r", "theta", "phi", "roll", "pitch", "yaw"}
         assert 0.2 <= prov["perturbation"]["r"] <= 0.5 and 0.0 < prov["scale"] <= 1.0
-        assert (ep.frame_features["task.phase"][:8] == -1).all()
-        assert len(ep.state) == 8 + len(state.params["actions"]) and ep.success
+        k = prov["recovery_steps"]
+        assert k >= 8 and (ep.frame_features["task.phase"][:k] == -1).all() and ep.frame_features["task.phase"][k] > 0
+        assert len(ep.state) == k + len(state.params["actions"]) and ep.success
         # the recovery's targets end at the critical joints; the arm follows them within the controller's lag
-        np.testing.assert_allclose(ep.action[7, :7], state.params["q"], atol=1e-5)
-        assert np.linalg.norm(ep.state[8, 16:19] - state.tcp) < 0.05
+        np.testing.assert_allclose(ep.action[k - 1, :7], state.params["q"], atol=1e-5)
+        assert np.linalg.norm(ep.state[k, 16:19] - state.tcp) < 0.05
         assert ep.cameras["cam_high"].rgb.shape[0] == len(ep.state)
 
     # failures were found without rendering: rejects whose reason says so, counted in the summary
     rejects = read_rejects(out).to_pylist()
-    saved = [r for r in rejects if r["reason"].startswith("task failed")]
-    assert summary.renders_saved == len(saved) and all("not rendered" in r["reason"] or "no joints" in r["reason"]
-                                                       for r in saved)
+    saved = [r for r in rejects if r["stage"] == "generate" and "physics-only pass" in r["reason"]]
+    assert summary.renders_saved == len(saved) and all(r["reason"].endswith("not rendered") for r in saved)
 
     # the plan and the counts are in the output; the comparison is in run.json and the summary
     usage = json.loads((out / USAGE).read_text())

@@ -11,15 +11,16 @@ everything the simulator needs, so a worker never reads the source dataset:
 - ``actions`` [T - t_c][8] and ``phases`` [T - t_c]: the demo's joint + gripper targets and phase from t_c on;
 - ``perturbation``: ``r`` (m), ``theta`` (rad from vertical), ``phi`` (rad, azimuth), ``roll``, ``pitch``,
   ``yaw`` (rad); seed 002's spherical sampling, drawn by the driver so that a spec is its own record;
-- ``recovery_steps``: frames of the return from the perturbed pose to the critical state.
+- ``recovery_steps``: frames of the return from the perturbed pose to the critical state, at least (more when
+  a joint would otherwise move faster than ``RECOVERY_JOINT_SPEED`` at the peak; the frames used are recorded).
 
 The episode starts at the perturbed pose: the TCP moved by (r sin(theta) cos(phi), r sin(theta) sin(phi),
 r cos(theta)) in world axes and turned by roll, pitch, yaw about world x, y, z (applied in that order) about
-the TCP point. When the simulator finds no joints for that pose, the whole perturbation is scaled by 0.75 and
-tried again (up to 6 times; the scale used is recorded). The arm then eases back to the critical joints over
-``recovery_steps`` frames (task.phase -1), with the gripper command the demo had at t_c, and follows the
-demo's remaining targets, attaching the object where the demo closed the gripper. A held object moves with
-the hand. Imports numpy and the standard library only.
+the TCP point. When the simulator finds no joints for that pose within the joint limits, the whole
+perturbation is scaled by 0.75 and tried again (up to 6 times; the scale used is recorded). The arm then
+eases back to the critical joints over the recovery frames (task.phase -1), with the gripper command the
+demo had at t_c, and follows the demo's remaining targets, attaching the object where the demo closed the
+gripper. A held object moves with the hand. Imports numpy and the standard library only.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from raygen.actors.spec import EpisodeFailed, EpisodeSpec
 from raygen.actors.tasks.pick_place import (
     COLOURS,
     PHASES,
+    Q_LOWER,
+    Q_UPPER,
     PickPlaceParams,
     PickPlaceSim,
     Rollout,
@@ -47,6 +50,9 @@ __all__ = ["RECOVERY_PHASE", "RestorableSim", "perturbation_transform", "run_bot
 RECOVERY_PHASE = -1
 """task.phase of the recovery frames (the demo's phases are 1..9)."""
 SHRINK, TRIES = 0.75, 6
+RECOVERY_JOINT_SPEED = 1.0
+"""rad/s: the recovery lasts at least long enough that no joint's peak speed exceeds this (about half the
+Franka's limits), so a large perturbation is not undone with a jerk."""
 
 
 class RestorableSim(PickPlaceSim, Protocol):
@@ -117,13 +123,16 @@ def run_bottleneck(sim: RestorableSim, spec: EpisodeSpec, params: PickPlaceParam
     for _ in range(TRIES):
         offset, rotation = perturbation_transform(pert, scale)
         q_p = sim.perturbed_joints(q_c, offset, rotation)
-        if q_p is not None:
+        if q_p is not None and bool(np.all((q_p >= Q_LOWER) & (q_p <= Q_UPPER))):
             break
+        q_p = None  # unreachable, or only beyond a joint limit
         scale *= SHRINK
     if q_p is None:
         raise EpisodeFailed(f"{EpisodeFailed.PREFIX}: no joints reach the perturbed pose around {b.get('demo')} "
                             f"frame {b.get('frame')} even scaled to {scale / SHRINK:.2f}")
     sim.teleport(q_p)
+    # cosine easing peaks at pi/2 x the mean speed: stretch the recovery so that stays under the limit
+    steps = max(steps, int(np.ceil(np.pi / 2 * np.max(np.abs(q_c - q_p)) / RECOVERY_JOINT_SPEED * params.fps)))
     alpha = (1 - np.cos(np.pi * np.arange(1, steps + 1) / steps)) / 2
     q_rec = q_p + alpha[:, None] * (q_c - q_p)
     q_tgt = np.concatenate([q_rec, actions[:, :7]])
@@ -142,7 +151,8 @@ def run_bottleneck(sim: RestorableSim, spec: EpisodeSpec, params: PickPlaceParam
                                    "scale": scale, "recovery_steps": steps, "grasped": grasped,
                                    "after_grasp": after_grasp}},
         metrics={**({"task.grasp_distance_m": None} if after_grasp and not grasped else {}),  # placed already
-                 "bottleneck.frame": int(b.get("frame", -1)), "bottleneck.scale": scale,
+                 "bottleneck.frame": int(b.get("frame", -1)), "bottleneck.recovery_steps": steps,
+                 "bottleneck.scale": scale,
                  "bottleneck.r_m": scale * float(pert["r"]), "bottleneck.grasped": grasped,
                  "bottleneck.tcp_start_x": float(rollout.state[0, 16]),
                  "bottleneck.tcp_start_y": float(rollout.state[0, 17]),
