@@ -24,7 +24,8 @@ def test_unknown_keys_are_named_with_the_known_ones(tmp_path):
         load_config(p)
     msg = str(err.value)
     assert str(p) in msg and "2 problems" in msg
-    assert "source.episods: unknown key; known keys here: ['backend', 'backend_options', 'bottleneck', 'droid', 'episodes'," in msg
+    assert ("source.episods: unknown key; known keys here: ['backend', 'backend_options', 'bottleneck', 'droid', "
+            "'episodes',") in msg
     assert "resources.workers_per_gpu: Input should be greater than or equal to 1 (got 0)" in msg
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from raygen.datasets.episode import CameraFrames
 
-__all__ = ["IMAGE_MODES", "camera_images", "run_parts", "select_episodes", "split"]
+__all__ = ["IMAGE_MODES", "camera_images", "nearest_indices", "run_parts", "select_episodes", "split"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,11 +59,20 @@ def select_episodes(reader: Any, selection: str | None) -> list[int]:
     return list(dict.fromkeys(out))
 
 
+def nearest_indices(n0: int, n: int) -> np.ndarray:
+    """For a resize of ``n0`` pixels to ``n`` (one axis): the source pixel whose centre is nearest to each target
+    pixel centre's pre-image, (i + 0.5) * n0 / n - 0.5, the same pixel-centre convention the scaled
+    intrinsics use. (cv2.INTER_NEAREST picks floor(i * n0 / n) instead: up to a source pixel off that K.)"""
+    return np.minimum(np.floor((np.arange(n) + 0.5) * (n0 / n)).astype(np.int64), n0 - 1)
+
+
 def camera_images(cam: CameraFrames, mode: str, size: tuple[int, int] | None = None
                   ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
     """(rgb [T,h,w,3] uint8 or None, depth [T,h,w] uint16 mm or None, K [3,3] for that size) of one camera;
     ``mode`` none / rgb / rgbd, ``size`` (height, width) or None for the recorded size. Colour is resized
-    with area averaging, depth with nearest neighbour (an average of depths across an edge is no depth)."""
+    with area averaging, depth by picking recorded pixels (:func:`nearest_indices`: an average of depths
+    across an edge is no depth), so a stored depth pixel is at most half a recorded pixel from where K puts
+    it (exact for odd integer downscale factors)."""
     import cv2
 
     if mode not in IMAGE_MODES:
@@ -83,7 +92,7 @@ def camera_images(cam: CameraFrames, mode: str, size: tuple[int, int] | None = N
     if (h, w) != (h0, w0):
         rgb = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in rgb])
         if depth is not None:
-            depth = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_NEAREST) for f in depth])
+            depth = depth[:, nearest_indices(h0, h)][:, :, nearest_indices(w0, w)]
     return np.ascontiguousarray(rgb), None if depth is None else np.ascontiguousarray(depth), k
 
 

@@ -39,7 +39,8 @@ task into its own part file next to ``output`` (named with a run id, so a retrie
 own part); the driver then copies the demo groups into one file (HDF5 object copy: compressed chunks are
 copied, not re-encoded), writes the /data attrs and masks and renames it into place. One file rather than
 a manifest of parts, because robomimic, Isaac Lab Mimic and MimicGen all read exactly one file. Demo
-numbers are global: the file is the same whatever ``workers`` is. ``output`` is replaced if it exists.
+numbers are global: the file is the same whatever ``workers`` is. An existing ``output`` is replaced only
+with ``overwrite``.
 """
 
 from __future__ import annotations
