@@ -259,7 +259,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _summary_line(head: str, result: dict) -> str:
-    shown = {k: v for k, v in result.items() if not isinstance(v, list | dict)}
+    """``head: key value, ...`` of a summary dict; a list shows as its length, a dict not at all."""
+    shown = {k: len(v) if isinstance(v, list) else v for k, v in result.items() if not isinstance(v, dict)}
     return head + (": " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
                                     for k, v in shown.items()) if shown else "")
 

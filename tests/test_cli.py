@@ -60,3 +60,39 @@ def test_demo_with_pybullet_workers(capsys, tmp_path):
 
     ep = DatasetReader(tmp_path / "demo").episode("bullet-pick_place-s0-000001")
     assert ep.state.shape == (270, 23) and ep.provenance["backend"] == "bullet"
+
+
+def test_export_import_and_annotate_commands(capsys, written, tmp_path):
+    import h5py
+
+    root, eps = written
+    h5 = tmp_path / "demos.hdf5"
+    assert main(["export", str(root), "--format", "robomimic", "--output", str(h5), "--episodes", "0-2",
+                 "--images", "rgb", "--size", "16x24"]) == 0
+    assert f"exported {root} as robomimic to {h5}: " in capsys.readouterr().out
+    with h5py.File(h5, "r") as f:
+        assert sorted(f["data"]) == ["demo_0", "demo_1", "demo_2"]
+        assert f["data/demo_0/obs/cam_high_image"].shape[1:] == (16, 24, 3)
+    # the same path again: kept unless --overwrite
+    assert main(["export", str(root), "--format", "robomimic", "--output", str(h5)]) == 2
+    assert "exists; pass overwrite=True (--overwrite)" in capsys.readouterr().err
+    assert main(["export", str(root), "--format", "vpl", "--output", str(tmp_path / "vpl"), "--states-only",
+                 "--episodes", "1"]) == 0
+    capsys.readouterr()
+    assert (tmp_path / "vpl" / "episode_0" / "episode_0.h5").exists()
+
+    assert main(["import", "hdf5", str(h5), "--output", str(tmp_path / "imported")]) == 0
+    out = capsys.readouterr().out
+    assert f"imported {h5} into {tmp_path / 'imported'}: " in out and "imported 3" in out
+
+    assert main(["annotate", str(tmp_path / "imported"), "--method", "gripper_changes", "--param", "margin=2",
+                 "--output", str(tmp_path / "annotated")]) == 0
+    assert "annotated" in capsys.readouterr().out
+    from raygen.critical import annotation_of
+
+    assert annotation_of(tmp_path / "annotated")["params"]["margin"] == 2
+    assert main(["annotate", str(tmp_path / "imported"), "--method", "gripper_changes", "--param", "margins=2",
+                 "--output", str(tmp_path / "annotated2")]) == 2
+    assert "margins" in capsys.readouterr().err
+    assert main(["export", str(root), "--format", "vpl", "--output", str(tmp_path / "v2"), "--size", "3x"]) == 2
+    assert "--size: '3x' is not HEIGHTxWIDTH" in capsys.readouterr().err

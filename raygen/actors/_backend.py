@@ -71,9 +71,9 @@ def render_if_kept(run: Callable[[bool], Episode]) -> Episode:
     first = run(False)
     if not first.success:
         m = first.metrics
-        raise EpisodeFailed(f"{NOT_RENDERED} (grasped {m.get('task.grasped')}, "
-                            f"place error {float(m.get('task.place_error_m', float('nan'))):.3f} m, at home "
-                            f"{m.get('task.at_home')}, object resting {m.get('task.object_resting')}); not rendered")
+        raise EpisodeFailed(f"{NOT_RENDERED}; not rendered (grasped {m.get('task.grasped')}, place error "
+                            f"{float(m.get('task.place_error_m', float('nan'))):.3f} m, at home "
+                            f"{m.get('task.at_home')}, object resting {m.get('task.object_resting')})")
     episode = run(True)
     diff = np.abs(np.asarray(episode.state, np.float64) - np.asarray(first.state, np.float64))
     episode.metrics["render.replay_state_diff"] = float(diff.max()) if diff.size else 0.0

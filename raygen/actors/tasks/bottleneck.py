@@ -128,8 +128,8 @@ def run_bottleneck(sim: RestorableSim, spec: EpisodeSpec, params: PickPlaceParam
         q_p = None  # unreachable, or only beyond a joint limit
         scale *= SHRINK
     if q_p is None:
-        raise EpisodeFailed(f"{EpisodeFailed.PREFIX}: no joints reach the perturbed pose around {b.get('demo')} "
-                            f"frame {b.get('frame')} even scaled to {scale / SHRINK:.2f}")
+        raise EpisodeFailed(f"{EpisodeFailed.PREFIX}: no joints reach the perturbed pose within the joint limits; "
+                            f"around {b.get('demo')} frame {b.get('frame')}, even scaled to {scale / SHRINK:.2f}")
     sim.teleport(q_p)
     # cosine easing peaks at pi/2 x the mean speed: stretch the recovery so that stays under the limit
     steps = max(steps, int(np.ceil(np.pi / 2 * np.max(np.abs(q_c - q_p)) / RECOVERY_JOINT_SPEED * params.fps)))
