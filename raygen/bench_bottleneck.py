@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 __all__ = ["bench_bottleneck"]
 
 
@@ -29,6 +31,7 @@ class _Row:
     renders_saved: int
     success_rate: float
     coverage: float
+    coverage_at_n: float
     cpu_seconds: float
     """CPU time of the simulators, stages and driver over every attempt (rejects too)."""
 
@@ -41,7 +44,8 @@ class _Row:
         return (f"{self.name:<34} {self.attempts:>4} attempts, {self.accepted:>4} kept in {self.seconds:6.1f} s: "
                 f"{self.attempts * per_min:6.1f} episodes/min, {self.accepted * per_min:6.1f} kept/min, "
                 f"{self.cpu_per_kept:5.2f} CPU-s per kept episode; success {self.success_rate:5.1%}, "
-                f"coverage {self.coverage:5.1%}, renders saved {self.renders_saved}")
+                f"coverage {self.coverage:5.1%} ({self.coverage_at_n:5.1%} over the first n), renders saved "
+                f"{self.renders_saved}")
 
 
 def bench_bottleneck(config_path: str, *, episodes: int, demos: int, size: int, method: str,
@@ -49,9 +53,9 @@ def bench_bottleneck(config_path: str, *, episodes: int, demos: int, size: int, 
                      log: Callable[[str], None] = print) -> dict[str, Any]:
     import ray
 
-    from raygen.config import load_config
+    from raygen.config import BottleneckConfig, load_config
     from raygen.critical.annotate import annotate_dataset
-    from raygen.critical.compare import compare
+    from raygen.critical.compare import compare, neighbourhood_coverage, tcp_positions
     from raygen.critical.sampler import load_critical_states
     from raygen.pipelines.run import run
 
@@ -68,22 +72,24 @@ def bench_bottleneck(config_path: str, *, episodes: int, demos: int, size: int, 
         go("demos", [f"source.episodes={demos}", "source.seed=1000"])
         annotate_dataset(root / "demos", root / "annotated", method=method, overwrite=True)
         centres = [s.tcp for s in load_critical_states(root / "annotated")]
-        radius = 0.5
+        radius = BottleneckConfig.model_fields["radius_m"].default[0]  # as a run compares: the smallest r
         regular = go("regular", [f"source.episodes={episodes}"])
         bn = f"source.bottleneck={{dataset: {root / 'annotated'}}}"
         kept = go("bottleneck_render_only_kept", [f"source.episodes={episodes}", bn, "source.render_only_kept=true"])
         every = go("bottleneck_render_all", [f"source.episodes={episodes}", bn, "source.render_only_kept=false"])
         rows = []
+        n = min(kept.accepted, regular.accepted)
         for name, summary in (("regular", regular), ("bottleneck, render only kept", kept),
                               ("bottleneck, render every attempt", every)):
             folder = {"regular": "regular", "bottleneck, render only kept": "bottleneck_render_only_kept",
                       "bottleneck, render every attempt": "bottleneck_render_all"}[name]
             cmp = compare(root / folder, centres, radius)["bottleneck"]
+            at_n = neighbourhood_coverage(np.asarray(centres), tcp_positions(root / folder, n), radius)
             rows.append(_Row(name, summary.accepted + summary.rejected, summary.accepted, summary.seconds,
-                             summary.renders_saved, cmp["success_rate"], cmp["coverage"], summary.cpu_seconds))
+                             summary.renders_saved, cmp["success_rate"], cmp["coverage"], at_n, summary.cpu_seconds))
         src = compare(root / "annotated", centres, radius)["bottleneck"]
         log(f"{len(centres)} critical states in {demos} demos ({method}); source demos cover {src['coverage']:.1%} "
-            f"of their {radius:g} m neighbourhoods")
+            f"of their {radius:g} m neighbourhoods (above the table); n = {n} committed episodes")
         for r in rows:
             log(r.format())
         k, e = rows[1], rows[2]

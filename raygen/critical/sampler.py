@@ -3,8 +3,8 @@
 Seed 002's system, on raygen's specs:
 
 - :func:`load_critical_states` reads the frames an annotated dataset marks with ``augment_states`` (see
-  ``raygen annotate``), with everything a worker needs to restore them (joints, fingers, object pose, grasp,
-  the demo's remaining targets and phases, its scene and task parameters).
+  ``raygen annotate``) in its successful demos, with everything a worker needs to restore them (joints,
+  fingers, object pose, grasp, the demo's remaining targets and phases, its scene and task parameters).
 - :class:`UsagePlan` assigns a critical state to each episode index of a run: state ``k`` is drawn with
   probability proportional to ``1 / (1 + count_k)``, ``count_k`` being how often it was planned before, so
   the least-used states come first and the counts level out. The counts and each seed's plan are persisted
@@ -21,15 +21,19 @@ The worker side is :mod:`raygen.actors.tasks.bottleneck`.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from raygen.actors.tasks.pick_place import PHASES
 from raygen.datasets import _layout as L
 
 __all__ = ["USAGE", "CriticalState", "UsagePlan", "load_critical_states", "sample_perturbation"]
+
+logger = logging.getLogger(__name__)
 
 USAGE = "meta/raygen/bottleneck/usage.json"
 _STATE_STREAM, _PERTURBATION_STREAM = 0xB077, 0x9E27  # independent random streams per (seed, index)
@@ -57,6 +61,14 @@ class CriticalState:
     def key(self) -> tuple[str, int]:
         return self.demo, self.frame
 
+    @property
+    def digest(self) -> str:
+        """What a planned episode from this state depends on: its spec part and task parameters."""
+        import hashlib
+
+        text = json.dumps([self.params, self.task_params], sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
 
 def _names(info: dict[str, Any], feature: str) -> list[str]:
     return list(info["features"].get(feature, {}).get("names") or [])
@@ -83,10 +95,14 @@ def load_critical_states(root: Path | str) -> list[CriticalState]:
         raise SourceDatasetError(f"source.bottleneck.dataset: {root}: observation.state names {names} lack "
                                  "joint_0, finger_left or eef_x (a raygen pick-and-place state)") from None
     out: list[CriticalState] = []
+    failed: list[str] = []
     for i in range(len(reader)):
         ep = reader.episode(i, decode_video=False, decode_depth=False)
         marks = np.flatnonzero(np.asarray(ep.frame_features["augment_states"]).reshape(len(ep.state)) > 0)
         if not len(marks):
+            continue
+        if not ep.success:  # its remaining targets lead to a failure: no state of it is worth restarting from
+            failed.append(ep.episode_key)
             continue
         prov, m = ep.provenance, ep.metrics
         if not str(prov.get("task", "")).startswith("pick_place"):
@@ -102,10 +118,10 @@ def load_critical_states(root: Path | str) -> list[CriticalState]:
                                      f"{exc} (the scene cannot be rebuilt)") from None
         phase = np.asarray(ep.frame_features["task.phase"]).reshape(-1).astype(np.int64)
         pose = np.asarray(ep.frame_features["object.pose"], np.float64).reshape(-1, 7)
-        closes = np.flatnonzero(phase == 3)  # CLOSE_GRIPPER; the object is held after its last frame
-        opens = np.flatnonzero(phase == 7)  # OPEN_GRIPPER
+        closes = np.flatnonzero(phase == PHASES.index("CLOSE_GRIPPER"))  # the object is held after its last frame
+        opens = np.flatnonzero(phase == PHASES.index("OPEN_GRIPPER"))  # let go within its first frame
         grasp_at = int(closes[-1]) if len(closes) else len(phase)
-        release_at = int(opens[-1]) if len(opens) else len(phase)
+        release_at = int(opens[0]) if len(opens) else len(phase)
         demo_grasped = bool(m.get("task.grasped", True))
         for t in marks.tolist():
             s = ep.state[t].astype(np.float64)
@@ -116,9 +132,13 @@ def load_critical_states(root: Path | str) -> list[CriticalState]:
                       "actions": np.asarray(ep.action[t:], np.float64).tolist(), "phases": phase[t:].tolist()}
             out.append(CriticalState(ep.episode_key, t, tuple(float(v) for v in s[itcp:itcp + 3]), params,
                                      dict(prov.get("task_params") or {})))
+    if failed:
+        logger.info("%s: critical states of %d unsuccessful demo(s) skipped (%s%s)", root, len(failed),
+                    ", ".join(failed[:3]), ", ..." if len(failed) > 3 else "")
     if not out:
-        raise SourceDatasetError(f"source.bottleneck.dataset: {root} marks no critical state (augment_states is 0 "
-                                 "on every frame); annotate it with other parameters")
+        why = (f"only unsuccessful demos ({len(failed)}) mark any" if failed else
+               "augment_states is 0 on every frame; annotate it with other parameters")
+        raise SourceDatasetError(f"source.bottleneck.dataset: {root} has no critical state to start from ({why})")
     return out
 
 
@@ -132,14 +152,20 @@ def sample_perturbation(rng: np.random.Generator, *, radius_m: tuple[float, floa
 
 
 class UsagePlan:
-    """Which critical state each episode index gets, with inverse-usage balance, persisted in a dataset."""
+    """Which critical state each episode index gets, with inverse-usage balance, persisted in a dataset.
+
+    Each state is kept with a digest of what an episode from it depends on (its joints, object pose,
+    remaining demo, task parameters): a source whose state under the same (demo, frame) changed would make
+    different episodes for indices already planned, so that is an error, not a silent drift."""
 
     def __init__(self, states: list[tuple[str, int]], counts: list[int] | None = None,
-                 plans: dict[str, list[int]] | None = None, dataset: str = ""):
+                 plans: dict[str, list[int]] | None = None, dataset: str = "", digests: list[str] | None = None):
         self.states = [tuple(s) for s in states]
         self.counts = list(counts) if counts is not None else [0] * len(self.states)
+        self.digests = list(digests) if digests is not None else [""] * len(self.states)
         self.plans = {str(k): list(v) for k, v in (plans or {}).items()}
         self.dataset = dataset
+        self.path: Path | None = None
 
     @classmethod
     def load(cls, root: Path | str) -> UsagePlan | None:
@@ -148,43 +174,62 @@ class UsagePlan:
             return None
         try:
             d = json.loads(path.read_text())
-            return cls([(str(a), int(b)) for a, b in d["states"]], [int(c) for c in d["counts"]],
-                       d.get("plans", {}), str(d.get("dataset", "")))
+            usage = cls([(str(a), int(b)) for a, b in d["states"]], [int(c) for c in d["counts"]],
+                        d.get("plans", {}), str(d.get("dataset", "")), d.get("digests"))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise SourceDatasetError(f"{path}: unreadable usage record ({type(exc).__name__}: {exc}); it holds "
                                      "the critical-state counts and plans of earlier runs") from None
+        usage.path = path
+        return usage
 
     def save(self, root: Path | str) -> None:
         path = Path(root) / USAGE
         path.parent.mkdir(parents=True, exist_ok=True)
         L.atomic_write_json(path, {"version": 1, "dataset": self.dataset, "states": [list(s) for s in self.states],
-                                   "counts": self.counts, "plans": self.plans})
+                                   "digests": self.digests, "counts": self.counts, "plans": self.plans})
 
-    def plan(self, current: list[tuple[str, int]], seed: int, n: int) -> list[int]:
+    def plan(self, current: list[Any], seed: int, n: int, *, dataset: str = "") -> list[int]:
         """Indices into ``self.states`` for episodes 0..n-1 of ``seed``, drawn among the ``current`` critical
-        states (new ones join with a count of 0); an existing plan is kept and only extended."""
+        states (CriticalState, or (demo, frame) keys; new ones join with a count of 0); an existing plan is
+        kept and only extended. The draw is p(k) = (1 / (1 + count_k)) / sum, one episode at a time."""
         where = {s: i for i, s in enumerate(self.states)}
-        for s in current:
-            if tuple(s) not in where:
-                where[tuple(s)] = len(self.states)
-                self.states.append(tuple(s))
+        record = self.path or Path(USAGE)
+        pool = []
+        for item in current:
+            key = tuple(item.key) if isinstance(item, CriticalState) else tuple(item)
+            digest = item.digest if isinstance(item, CriticalState) else ""
+            if key not in where:
+                where[key] = len(self.states)
+                self.states.append(key)
                 self.counts.append(0)
-        pool = np.array([where[tuple(s)] for s in current], dtype=np.int64)
+                self.digests.append(digest)
+            elif digest and self.digests[where[key]] and self.digests[where[key]] != digest:
+                raise SourceDatasetError(
+                    f"{record}: critical state {key} of source.bottleneck.dataset {dataset or self.dataset} is not "
+                    f"the one planned before from {self.dataset} (digest {digest} != {self.digests[where[key]]}): "
+                    "the source changed under the same episode keys. Write to a new output folder, or delete "
+                    f"{record} to plan afresh")
+            elif digest:
+                self.digests[where[key]] = digest
+            pool.append(where[key])
+        pool_arr = np.array(pool, dtype=np.int64)
         plan = self.plans.setdefault(str(seed), [])
-        live = set(pool.tolist())
+        live = set(pool)
         gone = [self.states[k] for k in plan[:n] if k not in live]
         if gone:
-            raise SourceDatasetError(f"{USAGE}: seed {seed} planned critical state(s) {gone[:3]} that the source "
-                                     "dataset no longer marks; run with another source.seed, or delete the file "
-                                     "to plan afresh")
+            raise SourceDatasetError(f"{record}: seed {seed} planned critical state(s) {gone[:3]} that "
+                                     f"source.bottleneck.dataset {dataset or self.dataset} no longer marks; run with "
+                                     f"another source.seed, or delete {record} to plan afresh")
         counts = np.asarray(self.counts, dtype=np.float64)
         for index in range(len(plan), n):
             rng = np.random.default_rng([int(seed), index, _STATE_STREAM])
-            w = 1.0 / (1.0 + counts[pool])
-            k = int(pool[rng.choice(len(pool), p=w / w.sum())])
+            w = 1.0 / (1.0 + counts[pool_arr])
+            k = int(pool_arr[rng.choice(len(pool_arr), p=w / w.sum())])
             plan.append(k)
             counts[k] += 1
         self.counts = counts.astype(np.int64).tolist()
+        if dataset:
+            self.dataset = dataset
         return plan[:n]
 
 

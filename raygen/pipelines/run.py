@@ -102,7 +102,9 @@ class RunSummary:
         if self.bottleneck.get("error"):
             lines.append(f"bottleneck comparison: {self.bottleneck['error']}")
         elif self.bottleneck:
-            parts = [f"{name} {rec['success_rate']:.0%} success, coverage {rec['coverage']:.1%}"
+            n = self.bottleneck.get("at_n", 0)
+            parts = [f"{name} {rec['success_rate']:.0%} success, coverage {rec['coverage']:.1%} "
+                     f"({rec.get('coverage_at_n', 0.0):.1%} over its first {n})"
                      for name, rec in self.bottleneck.items() if isinstance(rec, dict) and "coverage" in rec]
             lines.append(f"bottleneck ({self.bottleneck['critical_states']} critical states, "
                          f"{self.bottleneck['radius_m']:g} m neighbourhoods): " + "; ".join(parts))
@@ -435,7 +437,7 @@ def _compare_bottleneck(source: BottleneckSource, root: Path) -> dict[str, Any]:
     assert bn is not None
     centres = np.array(sorted({s.tcp for s in source.states}))
     try:
-        return compare(root, centres, bn.radius_m[1], source=bn.dataset, compare_with=bn.compare_with)
+        return compare(root, centres, bn.radius_m[0], source=bn.dataset, compare_with=bn.compare_with)
     except (OSError, ValueError) as exc:  # a report, not the run: say why and go on
         logger.warning("bottleneck comparison skipped: %s", exc)
         return {"error": str(exc)}

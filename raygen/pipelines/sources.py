@@ -45,6 +45,11 @@ class Todo:
     seed: int = 0
     indices: np.ndarray | None = None
     specs: list[EpisodeSpec] = field(default_factory=list)
+    row_fn: Any = None
+    """Index block -> spec rows (default: plain seeded specs); called as row_fn(batch, source, seed, **row_kwargs)."""
+    row_kwargs: dict[str, Any] = field(default_factory=dict)
+    put: tuple[str, ...] = ()
+    """row_kwargs put in Ray's object store once (large tables), fetched once per worker."""
 
     def __len__(self) -> int:
         return self.count
@@ -55,9 +60,10 @@ class Todo:
         blocks = max(1, min(self.count, MAX_BLOCKS))
         if self.indices is not None:
             parts = [p for p in np.array_split(self.indices, blocks) if len(p)]
+            kwargs = {k: ray.put(v) if k in self.put else v for k, v in self.row_kwargs.items()}
             return ray.data.from_numpy(parts).map_batches(
-                _seeded_rows, fn_kwargs={"source": self.source, "seed": self.seed}, batch_format="numpy",
-                batch_size=None, num_cpus=0.01)
+                self.row_fn or _seeded_rows, fn_kwargs={"source": self.source, "seed": self.seed, **kwargs},
+                batch_format="numpy", batch_size=None, num_cpus=0.01)
         items = [{**s.to_dict(), "params": json.dumps(s.params)} for s in self.specs]
         return ray.data.from_items(items, override_num_blocks=blocks)
 
@@ -208,7 +214,11 @@ class DroidSource(Source):
 class BottleneckSource(SeededSource):
     """Episode ``i`` of seed ``s`` starts near a critical state of ``source.bottleneck.dataset``: the state
     comes from the inverse-usage plan persisted in the output, the perturbation from (seed, i). Each spec
-    carries everything its worker needs (raygen.actors.tasks.bottleneck)."""
+    carries everything its worker needs (raygen.actors.tasks.bottleneck).
+
+    Held compactly like a seeded run: the remaining indices, the plan (one state number per index) and the
+    table of critical states (each state's spec part as JSON, once), put in Ray's object store once; the
+    specs are made inside the stream, block by block."""
 
     def __init__(self, config: RunConfig):
         from raygen.critical.sampler import SourceDatasetError, load_critical_states
@@ -222,34 +232,75 @@ class BottleneckSource(SeededSource):
             raise ConfigError(str(exc)) from None
         self.by_key = {s.key: s for s in self.states}
 
-    def todo(self, skip: set[str] | frozenset[str] = frozenset()) -> Todo:
-        specs = self.specs(skip)
-        return Todo(count=len(specs), specs=specs)
-
-    def specs(self, skip: set[str] | frozenset[str] = frozenset()) -> list[EpisodeSpec]:
-        """The remaining specs; plans (and persists) the critical state of every index first."""
-        from raygen.critical.sampler import SourceDatasetError, UsagePlan, perturbation_rng, sample_perturbation
+    def _plan(self) -> tuple[np.ndarray, dict[str, Any]]:
+        """(state number per index 0..episodes-1, the row function's arguments); plans and persists first."""
+        from raygen.critical.sampler import SourceDatasetError, UsagePlan
 
         src, bn = self.config.source, self.config.source.bottleneck
         assert bn is not None
         root = self.config.output.path
         try:
             usage = UsagePlan.load(root) or UsagePlan([], dataset=str(bn.dataset))
-            plan = usage.plan([s.key for s in self.states], src.seed, src.episodes)
+            plan = usage.plan(self.states, src.seed, src.episodes, dataset=str(bn.dataset))
         except SourceDatasetError as exc:
             raise ConfigError(str(exc)) from None
-        usage.dataset = str(bn.dataset)
         usage.save(root)
-        ranges = {"radius_m": bn.radius_m, "elevation_deg": bn.elevation_deg, "azimuth_deg": bn.azimuth_deg,
-                  "rotation_deg": bn.rotation_deg}
-        out = []
-        for i in self._remaining(skip).tolist():
-            state = self.by_key[usage.states[plan[i]]]
-            pert = sample_perturbation(perturbation_rng(src.seed, i), **ranges)
-            out.append(EpisodeSpec(src.name, src.seed, i, params={
-                "task": {**state.task_params, **src.task_params},
-                "bottleneck": {**state.params, "perturbation": pert, "recovery_steps": bn.recovery_steps}}))
-        return out
+        table = [self.by_key.get(tuple(k)) for k in usage.states]  # None: a state the source no longer has
+        states = [None if st is None else json.dumps({**st.params, "recovery_steps": bn.recovery_steps})
+                  for st in table]
+        tasks = [None if st is None else json.dumps({**st.task_params, **src.task_params}) for st in table]
+        ranges = {"radius_m": list(bn.radius_m), "elevation_deg": list(bn.elevation_deg),
+                  "azimuth_deg": list(bn.azimuth_deg), "rotation_deg": list(bn.rotation_deg)}
+        return np.asarray(plan, dtype=np.int64), {"states": states, "tasks": tasks, "ranges": ranges}
+
+    def todo(self, skip: set[str] | frozenset[str] = frozenset()) -> Todo:
+        src = self.config.source
+        plan, table = self._plan()
+        remaining = self._remaining(skip)
+        return Todo(count=len(remaining), source=src.name, seed=src.seed, indices=remaining,
+                    row_fn=_bottleneck_rows, row_kwargs={"plan": plan, **table}, put=("plan", "states", "tasks"))
+
+    def specs(self, skip: set[str] | frozenset[str] = frozenset()) -> list[EpisodeSpec]:
+        """Every remaining spec at once (tests, small runs); a run streams them through :meth:`todo`."""
+        src = self.config.source
+        plan, table = self._plan()
+        rows = _bottleneck_rows({"data": self._remaining(skip)}, src.name, src.seed, plan=plan, **table)
+        return [EpisodeSpec.from_dict({k: rows[k][i] for k in rows}) for i in range(len(rows["index"]))]
+
+
+_TABLES: dict[str, Any] = {}
+"""The state tables a Ray worker already fetched from the object store, by object id."""
+
+
+def _resolve(value: Any) -> Any:
+    """A value passed to a stream function, or the ObjectRef it was put behind (fetched once per worker)."""
+    hexid = getattr(value, "hex", None)
+    if not callable(hexid) or not type(value).__name__.endswith("ObjectRef"):
+        return value
+    key = value.hex()
+    if key not in _TABLES:
+        import ray
+
+        _TABLES.clear()  # one run's tables at a time
+        _TABLES[key] = ray.get(value)
+    return _TABLES[key]
+
+
+def _bottleneck_rows(batch: dict[str, np.ndarray], source: str, seed: int, *, plan: Any, states: Any, tasks: Any,
+                     ranges: dict[str, list[float]]) -> dict[str, np.ndarray]:
+    """Index blocks -> bottleneck spec rows: the planned state's JSON plus the (seed, index) perturbation."""
+    from raygen.critical.sampler import perturbation_rng, sample_perturbation
+
+    plan, states, tasks = _resolve(plan), _resolve(states), _resolve(tasks)
+    idx = np.asarray(batch["data"], dtype=np.int64).reshape(-1)
+    params = []
+    for i in idx.tolist():
+        k = int(plan[i])
+        pert = json.dumps(sample_perturbation(perturbation_rng(seed, i), **{n: tuple(v) for n, v in ranges.items()}))
+        params.append(f'{{"task": {tasks[k]}, "bottleneck": {states[k][:-1]}, "perturbation": {pert}}}}}')
+    n = len(idx)
+    return {"source": np.full(n, source, dtype=object), "seed": np.full(n, seed, dtype=np.int64), "index": idx,
+            "params": np.asarray(params, dtype=object), "key": np.full(n, "", dtype=object)}
 
 
 def _absolute(path: str | None) -> str | None:

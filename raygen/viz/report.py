@@ -173,17 +173,21 @@ def _bottleneck(comparison: dict[str, Any], summary: dict[str, Any]) -> list[str
     out = ['<h2 id="bottleneck">Bottleneck generation</h2>']
     if comparison.get("error"):
         return [*out, f"<p>No comparison: {html.escape(str(comparison['error']))}</p>"]
-    out.append(f"<p>{comparison['critical_states']} critical states; coverage = share of the 5 cm cells within "
-               f"{comparison['radius_m']:g} m of each critical TCP position that the dataset's TCP passes through "
-               f"(mean over the states). Rendered only kept episodes: {summary.get('renders_saved', 0)} failed "
-               "attempts were never rendered.</p>")
+    n = comparison.get("at_n", 0)
+    out.append(f"<p>{comparison['critical_states']} critical states; coverage = share of the 5 cm cells above the "
+               f"table within {comparison['radius_m']:g} m of each critical TCP position that the dataset's TCP "
+               f"passes through (mean over the states); at {n} = the same over each dataset's first {n} committed "
+               "episodes (coverage grows with size). Not rendered: failed attempts found on the physics-only pass "
+               f"(this invocation: {summary.get('renders_saved', 0)}).</p>")
     rows = "".join(
         f"<tr><td>{html.escape(name)}</td><td>{rec['committed']}</td><td>{rec['rejected']}</td>"
-        f"<td>{100 * rec['success_rate']:.1f}%</td><td>{100 * rec['coverage']:.1f}%</td>"
+        f"<td>{rec.get('not_rendered', 0)}</td><td>{100 * rec['success_rate']:.1f}%</td>"
+        f"<td>{100 * rec['coverage']:.1f}%</td><td>{100 * rec.get('coverage_at_n', 0.0):.1f}%</td>"
         f"<td>{html.escape(str(rec['path']))}</td></tr>"
         for name, rec in comparison.items() if isinstance(rec, dict) and "coverage" in rec)
     out.append('<table id="bottleneck-comparison"><tr><th>dataset</th><th>committed</th><th>rejected</th>'
-               f"<th>success rate</th><th>coverage</th><th>path</th></tr>{rows}</table>")
+               f"<th>not rendered</th><th>success rate</th><th>coverage</th><th>coverage at {n}</th><th>path</th>"
+               f"</tr>{rows}</table>")
     return out
 
 

@@ -32,7 +32,7 @@ def demo(backend):
 def _bottleneck(demo, frame: int, pert: dict, steps: int = 10) -> dict:
     phase = demo.frame_features["task.phase"]
     grasp_at = int(np.flatnonzero(phase == PHASES.index("CLOSE_GRIPPER"))[-1])
-    release_at = int(np.flatnonzero(phase == PHASES.index("OPEN_GRIPPER"))[-1])
+    release_at = int(np.flatnonzero(phase == PHASES.index("OPEN_GRIPPER"))[0])  # the fingers part in this frame
     m, s = demo.metrics, demo.state[frame].astype(np.float64)
     return {"demo": demo.episode_key, "frame": frame,
             "scene": {"object_xy": [m["scene.object_x"], m["scene.object_y"]],
@@ -49,10 +49,13 @@ def _bottleneck(demo, frame: int, pert: dict, steps: int = 10) -> dict:
 GENTLE = {"r": 0.1, "theta": np.radians(30.0), "phi": np.radians(45.0), "roll": 0.1, "pitch": -0.1, "yaw": 0.2}
 
 
-@pytest.mark.parametrize("frame_phase", ["LIFT", "APPROACH_PICK"])
-def test_restore_perturb_recover_and_finish(backend, demo, frame_phase):
+@pytest.mark.parametrize("frame_phase,at", [("LIFT", STEPS // 2), ("APPROACH_PICK", STEPS // 2),
+                                            ("CLOSE_GRIPPER", 1), ("CLOSE_GRIPPER", -1), ("OPEN_GRIPPER", 0),
+                                            ("OPEN_GRIPPER", STEPS // 2)])
+def test_restore_perturb_recover_and_finish(backend, demo, frame_phase, at):
+    """Critical states around the grasp and the release are the ones gripper_changes marks: they must work."""
     phase = demo.frame_features["task.phase"]
-    frame = int(np.flatnonzero(phase == PHASES.index(frame_phase))[STEPS // 2])
+    frame = int(np.flatnonzero(phase == PHASES.index(frame_phase))[at])
     b = _bottleneck(demo, frame, GENTLE)
     ep = backend.run_episode(EpisodeSpec("bullet-pick_place-bottleneck", 0, 0, params={"bottleneck": b}))
     validate_episode(ep, cameras={"cam_high", "cam_wrist"}, state_dim=23, action_dim=8)
@@ -66,10 +69,12 @@ def test_restore_perturb_recover_and_finish(backend, demo, frame_phase):
     assert speed <= 1.0 + 1e-6, speed
     # the first frame is the perturbed pose: the TCP moved by the spherical offset from the critical state
     offset, _ = perturbation_transform(GENTLE, ep.metrics["bottleneck.scale"])
+    # the fingers are held through the recovery: the command is where they were at the critical frame
+    np.testing.assert_allclose(ep.action[:k, 7], max(b["fingers"]), atol=1e-6)
     tcp_c = demo.state[frame, 16:19].astype(np.float64)
     assert np.linalg.norm(ep.state[0, 16:19] - (tcp_c + offset)) < 0.01
     # ... and the recovery brings it back to the critical state before the demo's targets take over
-    assert np.linalg.norm(ep.state[k, 16:19] - tcp_c) < 0.02
+    assert np.linalg.norm(ep.state[k, 16:19] - tcp_c) < 0.06  # within the position controller's lag
     held = b["grasped"]
     obj_z = ep.frame_features["object.pose"][:, 2]
     if held:  # the object rode along with the hand to the perturbed pose

@@ -22,9 +22,17 @@ def test_inverse_usage_frequencies_converge_to_uniform(seed):
     plan = UsagePlan([]).plan(STATES, seed=seed, n=1200)
     counts = np.bincount(plan, minlength=len(STATES))
     assert _chi2_p(counts) > 0.01, counts
-    # a plain uniform draw is the null the test must be able to reject: a skewed sampler fails it
-    skewed = np.random.default_rng(0).choice(len(STATES), 1200, p=np.r_[[0.2] * 2, [0.6 / 10] * 10])
-    assert _chi2_p(np.bincount(skewed, minlength=len(STATES))) < 1e-6
+
+
+def test_inverse_usage_balances_better_than_a_uniform_draw():
+    """What inverse usage adds over a uniform draw: counts closer together (a sampler ignoring counts fails)."""
+    spread_inverse, spread_uniform = [], []
+    for seed in range(20):
+        counts = np.bincount(UsagePlan([]).plan(STATES, seed=seed, n=600), minlength=len(STATES))
+        spread_inverse.append(counts.max() - counts.min())
+        uniform = np.random.default_rng(seed).integers(len(STATES), size=600)
+        spread_uniform.append(np.ptp(np.bincount(uniform, minlength=len(STATES))))
+    assert np.median(spread_inverse) < 0.8 * np.median(spread_uniform), (spread_inverse, spread_uniform)
 
 
 def test_plan_survives_resume_and_later_runs_keep_the_balance(tmp_path):
@@ -52,6 +60,22 @@ def test_the_least_used_state_is_drawn_most():
     counts = np.bincount(plan, minlength=len(STATES))
     assert counts[0] == counts.max() and counts[0] >= 4, counts
     assert usage.counts[0] == counts[0] and sum(usage.counts) == 220 + 11
+
+
+def test_a_state_that_changed_under_the_same_key_is_refused(tmp_path):
+    from raygen.critical.sampler import CriticalState
+
+    def state(q0: float) -> CriticalState:
+        return CriticalState("demo-0", 10, (0.5, 0.0, 0.1), {"q": [q0] * 7}, {"steps_per_segment": 12})
+
+    usage = UsagePlan([], dataset="a")
+    usage.plan([state(0.1)], seed=0, n=3)
+    usage.save(tmp_path)
+    again = UsagePlan.load(tmp_path)
+    assert again.plan([state(0.1)], seed=0, n=3) == [0, 0, 0]  # the same state: fine
+    with pytest.raises(SourceDatasetError, match=r"usage.json: critical state \('demo-0', 10\) of "
+                                                 r"source.bottleneck.dataset b is not the one planned before"):
+        again.plan([state(0.2)], seed=0, n=3, dataset="b")
 
 
 def test_a_state_that_disappeared_is_named(tmp_path):
@@ -109,3 +133,12 @@ def test_neighbourhood_coverage_counts_voxels_in_the_ball():
     assert 0.0 < neighbourhood_coverage(centre, line, 0.2) < 0.05
     far = centre + [1.0, 0, 0]
     assert neighbourhood_coverage(centre, far, 0.2) == 0.0
+    # with the tilt: a hand kept pointing down fills a quarter of the pose cells, every tilt all of them
+    down = np.column_stack([cloud, np.zeros(len(cloud))])
+    assert 0.23 < neighbourhood_coverage(centre, down, 0.2) <= 0.25
+    every = np.concatenate([np.column_stack([cloud, np.full(len(cloud), tilt)]) for tilt in (5, 30, 60, 150)])
+    assert neighbourhood_coverage(centre, every, 0.2) > 0.95
+    # the part of the ball under the table does not count: a centre on the table has half a ball
+    on_table = np.array([[0.5, 0.0, 0.0]])
+    g2 = g[(np.linalg.norm(g, axis=1) <= 0.2) & (g[:, 2] >= 0)]
+    assert neighbourhood_coverage(on_table, on_table + g2, 0.2) > 0.95

@@ -9,6 +9,7 @@ import pytest
 
 from raygen.config import ConfigError, load_config
 from raygen.critical.annotate import annotate_dataset
+from raygen.critical.compare import tcp_positions
 from raygen.critical.sampler import USAGE, load_critical_states
 from raygen.datasets import _layout as L
 from raygen.datasets.commit import DatasetLayoutError
@@ -77,7 +78,7 @@ def test_bottleneck_run_commits_valid_episodes_with_provenance(ray_local, tmp_pa
     # failures were found without rendering: rejects whose reason says so, counted in the summary
     rejects = read_rejects(out).to_pylist()
     saved = [r for r in rejects if r["stage"] == "generate" and "physics-only pass" in r["reason"]]
-    assert summary.renders_saved == len(saved) and all("; not rendered (" in r["reason"] for r in saved)
+    assert summary.renders_saved == len(saved) >= 1 and all("; not rendered (" in r["reason"] for r in saved)
 
     # the plan and the counts are in the output; the comparison is in run.json and the summary
     usage = json.loads((out / USAGE).read_text())
@@ -87,7 +88,26 @@ def test_bottleneck_run_commits_valid_episodes_with_provenance(ray_local, tmp_pa
     for name in ("bottleneck", "source", "regular"):
         assert 0.0 <= comparison[name]["coverage"] <= 1.0 and 0.0 <= comparison[name]["success_rate"] <= 1.0
     assert comparison["source"]["success_rate"] == 1.0
+    assert comparison["bottleneck"]["not_rendered"] == len(saved)
+    n = comparison["at_n"]
+    assert n == min(summary.accepted, 3)
+    assert comparison["radius_m"] == 0.2  # the smallest perturbation distance: the region recoveries cross
+    assert 0.0 < comparison["bottleneck"]["coverage_at_n"] <= comparison["bottleneck"]["coverage"]
+    # recoveries pass near the critical states with the hand tilted, where the demos (hand down) never are
+    centres = np.array(sorted({s.tcp for s in states}))
+    for name, expect_tilted in (("bottleneck", True), ("regular", False)):
+        poses = tcp_positions(comparison[name]["path"])
+        near = np.min(np.linalg.norm(poses[:, None, :3] - centres[None], axis=2), axis=1) <= 0.2
+        assert bool((poses[near, 3] >= 20.0).any()) == expect_tilted, name
     assert "bottleneck (" in summary.format()
+
+    # 100,000 episodes are held as an index array and a plan, not as 100,000 specs with the demo's targets
+    big = make_source(load_config(CONFIG, [*SETTINGS, "source.episodes=100000", bn], output=str(tmp_path / "big")))
+    todo = big.todo()
+    assert len(todo) == 100_000 and todo.specs == [] and todo.indices is not None and len(todo.row_kwargs["plan"]) \
+        == 100_000 and len(todo.row_kwargs["states"]) == len(states)
+    first = big.specs(skip={f"{cfg.source.name}-s0-{i:06d}" for i in range(1, 100_000)})
+    assert len(first) == 1 and first[0].params["bottleneck"]["demo"] in demo_keys
 
     # a rerun resumes: nothing to do, the plan and counts unchanged
     again = run(cfg, show_progress=False)

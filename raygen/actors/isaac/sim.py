@@ -143,6 +143,7 @@ class IsaacPickPlace:
             raise RuntimeError("Isaac Sim assets root not found; set backend option assets_root (a local "
                                "copy of the Isaac assets or their URL)")
         self.world = World(physics_dt=1.0 / physics_hz, rendering_dt=1.0 / fps, stage_units_in_meters=1.0)
+        self._substeps = max(1, round(physics_hz / fps))  # physics steps in one rendering_dt
         self.world.scene.add(FixedCuboid(prim_path="/World/Table", name="table", position=np.array([0.45, 0, -0.375]),
                                          scale=np.array([0.9, 1.2, 0.75]), color=np.array([0.62, 0.48, 0.33])))
         add_reference_to_stage(usd_path=root + franka_usd, prim_path=ROBOT_PATH)
@@ -188,8 +189,15 @@ class IsaacPickPlace:
             camera_axes="ros")
 
     def _render(self, frames: int) -> None:
+        """Advance ``frames`` rendering_dt. With rendering off, world.step(render=False) runs one physics_dt
+        only, so it runs _substeps of them: the physics-only pass must simulate the same world as the
+        rendered replay."""
         for _ in range(frames):
-            self.world.step(render=True)
+            if self._rendering:
+                self.world.step(render=True)  # app.update(): one rendering_dt = _substeps physics steps
+            else:
+                for _ in range(self._substeps):
+                    self.world.step(render=False)
 
     # ------------------------------------------------------------------ PickPlaceSim
     def reset(self, scene: Scene) -> None:
@@ -225,7 +233,7 @@ class IsaacPickPlace:
         fingers = np.broadcast_to(np.asarray(gripper_target, dtype=np.float64), (2,))
         action = self._api["ArticulationAction"](joint_positions=np.concatenate([q_target, fingers]))
         self.robot.apply_action(action)
-        self.world.step(render=self._rendering)  # one rendering_dt: 4 physics steps at 120 Hz
+        self._render(1)  # one rendering_dt: 4 physics steps at 120 Hz, with or without a frame
 
     def set_rendering(self, on: bool) -> None:
         """Physics alone (False: no RTX frame per step, for a pass that only decides success) or with frames."""
@@ -248,6 +256,7 @@ class IsaacPickPlace:
         self._object.set_angular_velocity(np.zeros(3))
         self.robot.apply_action(self._api["ArticulationAction"](
             joint_positions=np.concatenate([np.asarray(q, np.float64), np.asarray(fingers, np.float64)])))
+        self.world.step(render=False)  # PhysX updates link poses on a step: attach() reads the hand's pose
         if grasped:
             self.attach()
 
@@ -260,6 +269,9 @@ class IsaacPickPlace:
         fingers = np.asarray(self.robot.get_joint_positions(), dtype=np.float64)[7:9]
         self.robot.set_joint_positions(np.concatenate([np.asarray(q, np.float64), fingers]))
         self.robot.set_joint_velocities(np.zeros(9))
+        target = np.concatenate([np.asarray(q, np.float64), fingers])
+        self.robot.apply_action(self._api["ArticulationAction"](joint_positions=target))
+        self.world.step(render=False)  # link poses are current only after a step
         if held:
             m = _pose_matrix(*self._hand.get_world_pose()) @ rel
             self._object.set_world_pose(position=m[:3, 3], orientation=quat_wxyz(m[:3, :3]))

@@ -18,8 +18,8 @@ The episode starts at the perturbed pose: the TCP moved by (r sin(theta) cos(phi
 r cos(theta)) in world axes and turned by roll, pitch, yaw about world x, y, z (applied in that order) about
 the TCP point. When the simulator finds no joints for that pose within the joint limits, the whole
 perturbation is scaled by 0.75 and tried again (up to 6 times; the scale used is recorded). The arm then
-eases back to the critical joints over the recovery frames (task.phase -1), with the gripper command the
-demo had at t_c, and follows the demo's remaining targets, attaching the object where the demo closed the
+eases back to the critical joints over the recovery frames (task.phase -1), holding the fingers where they
+were at t_c, and follows the demo's remaining targets, attaching the object where the demo closed the
 gripper. A held object moves with the hand. Imports numpy and the standard library only.
 """
 
@@ -85,7 +85,8 @@ def _scene(d: dict[str, Any], where: str) -> Scene:
         return Scene(tuple(float(v) for v in d["object_xy"]), tuple(float(v) for v in d["place_xy"]),
                      float(d["object_size"]), str(d["object_kind"]), colour, COLOURS[colour])
     except KeyError as exc:
-        raise ValueError(f"{where}.scene: missing or unknown {exc}") from None
+        raise ValueError(f"{where}.scene: missing or unknown {exc} (scene keys: object_xy, place_xy, object_size, "
+                         f"object_kind, colour_name; colours: {', '.join(COLOURS)})") from None
 
 
 def _event_frame(phases: np.ndarray, name: str, offset: int) -> int | None:
@@ -101,22 +102,32 @@ def run_bottleneck(sim: RestorableSim, spec: EpisodeSpec, params: PickPlaceParam
     b = spec.params.get("bottleneck")
     if not isinstance(b, dict):
         raise ValueError(f"{where}: missing (a bottleneck spec comes from source.bottleneck)")
-    try:
-        q_c = np.asarray(b["q"], np.float64).reshape(7)
-        fingers = np.asarray(b["fingers"], np.float64).reshape(2)
-        obj_pose = np.asarray(b["object_pose"], np.float64).reshape(7)
-        actions = np.asarray(b["actions"], np.float64).reshape(-1, 8)
-        phases = np.asarray(b["phases"], np.int64).reshape(-1)
-        pert, steps, grasped = dict(b["perturbation"]), int(b["recovery_steps"]), bool(b["grasped"])
-        after_grasp = bool(b.get("after_grasp", grasped))
-    except (KeyError, ValueError, TypeError) as exc:
-        raise ValueError(f"{where}: {type(exc).__name__}: {exc}") from None
+    def field(name: str, convert: Any, shape: tuple[int, ...] | None = None) -> Any:
+        try:
+            value = convert(b[name])
+            return value.reshape(shape) if shape is not None else value
+        except KeyError:
+            raise ValueError(f"{where}.{name}: missing") from None
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{where}.{name}: {exc} (got {str(b[name])[:80]})") from None
+
+    q_c = field("q", lambda v: np.asarray(v, np.float64), (7,))
+    fingers = field("fingers", lambda v: np.asarray(v, np.float64), (2,))
+    obj_pose = field("object_pose", lambda v: np.asarray(v, np.float64), (7,))
+    actions = field("actions", lambda v: np.asarray(v, np.float64), (-1, 8))
+    phases = field("phases", lambda v: np.asarray(v, np.int64), (-1,))
+    pert, steps, grasped = field("perturbation", dict), field("recovery_steps", int), field("grasped", bool)
+    after_grasp = bool(b.get("after_grasp", grasped))
+    missing = sorted({"r", "theta", "phi", "roll", "pitch", "yaw"} - set(pert))
+    if missing:
+        raise ValueError(f"{where}.perturbation: missing {missing}")
     if len(phases) != len(actions) or not len(actions):
         raise ValueError(f"{where}: {len(actions)} actions but {len(phases)} phases (need the same, > 0)")
     if steps < 2:
         raise ValueError(f"{where}.recovery_steps: must be >= 2, got {steps}")
     scene = _scene(b.get("scene") or {}, where)
 
+    sim.set_rendering(render)  # before the reset: a simulator may warm up its renderer there
     sim.reset(scene)
     sim.restore(q_c, fingers, obj_pose, grasped)
     q_p, scale = None, 1.0
@@ -136,7 +147,9 @@ def run_bottleneck(sim: RestorableSim, spec: EpisodeSpec, params: PickPlaceParam
     alpha = (1 - np.cos(np.pi * np.arange(1, steps + 1) / steps)) / 2
     q_rec = q_p + alpha[:, None] * (q_c - q_p)
     q_tgt = np.concatenate([q_rec, actions[:, :7]])
-    g_tgt = np.concatenate([np.full(steps, actions[0, 7]), actions[:, 7]])
+    # the fingers stay where they were at t_c during the recovery (the demo's command there would close them on
+    # nothing, or open them on the held object, away from the critical state), then the demo's commands resume
+    g_tgt = np.concatenate([np.full(steps, float(fingers.max())), actions[:, 7]])
     phase = np.concatenate([np.full(steps, RECOVERY_PHASE), phases])
     rollout: Rollout = execute(sim, scene, params, q_tgt, g_tgt, grasp_at=_event_frame(phases, "CLOSE_GRIPPER", steps),
                                release_at=_event_frame(phases, "OPEN_GRIPPER", steps), attached=grasped, render=render)

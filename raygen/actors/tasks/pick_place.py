@@ -326,6 +326,7 @@ def run_pick_place(sim: PickPlaceSim, spec: EpisodeSpec, params: PickPlaceParams
     :func:`raygen.actors._backend.render_if_kept`); the physics is the same either way."""
     rng = np.random.default_rng(np.random.SeedSequence(spec.rng_seed))
     scene = sample_scene(rng, params, sim.object_kinds)
+    sim.set_rendering(render)  # before the reset: a simulator may warm up its renderer there
     sim.reset(scene)
     plan = _cartesian_plan(scene, params)
     q_way, fallbacks = _solve(sim, plan, rng, params)
