@@ -13,9 +13,16 @@ import numpy as np
 
 from raygen.actors.spec import EpisodeFailed, EpisodeSpec
 from raygen.actors.tasks.pick_place import PickPlaceParams, PickPlaceSim, run_pick_place
+from raygen.actors.tasks.soft import SoftParams, run_soft_pick_place
 from raygen.datasets.episode import Episode
 
-__all__ = ["NOT_RENDERED", "PickPlaceBackend", "render_if_kept"]
+__all__ = ["NOT_RENDERED", "PickPlaceBackend", "TASKS", "render_if_kept"]
+
+TASKS: dict[str, tuple[type[PickPlaceParams], Callable[..., Episode]]] = {
+    "pick_place": (PickPlaceParams, run_pick_place),
+    "soft_pick_place": (SoftParams, run_soft_pick_place),
+}
+"""Task name (source.task) -> its parameters and its episode function."""
 
 NOT_RENDERED = f"{EpisodeFailed.PREFIX} on the physics-only pass"
 """How a reject's reason starts when render_if_kept skipped rendering a failed episode."""
@@ -25,34 +32,43 @@ class PickPlaceBackend:
     """Implements the child's Backend protocol on top of one PickPlaceSim."""
 
     def __init__(self, name: str, options: dict[str, Any], sim_options: tuple[str, ...],
-                 make_sim: Callable[..., PickPlaceSim], *, gpu: bool):
+                 make_sim: Callable[..., PickPlaceSim], *, gpu: bool, tasks: tuple[str, ...] = ("pick_place",)):
         self.name = name
         self.gpu = gpu
         opts = dict(options)
         cpu_threads = int(opts.pop("cpu_threads", 1))
         self.task_options = opts.pop("task", {})
+        self.task_name = str(opts.pop("task_name", "pick_place"))
         self.render_only_kept = bool(opts.pop("render_only_kept", False))
+        if self.task_name not in tasks:
+            raise ValueError(f"{name} backend: task_name {self.task_name!r} is not one it runs; it runs {list(tasks)}")
+        self.params_type, self.run_task = TASKS[self.task_name]
         sim_kw = {k: opts.pop(k) for k in sim_options if k in opts}
         if opts:
             raise ValueError(f"{name} backend: unknown option(s) {sorted(opts)}; known: "
-                             f"{[*sim_options, 'task', 'render_only_kept']}")
-        fps = PickPlaceParams.from_options(self.task_options).fps
+                             f"{[*sim_options, 'task', 'task_name', 'render_only_kept']}")
+        fps = self.params_type.from_options(self.task_options).fps
+        if self.task_name != "pick_place":  # a simulator with one task is not told which
+            sim_kw["task_name"] = self.task_name
         self.sim = make_sim(fps=fps, cpu_threads=cpu_threads, **sim_kw)
         self.version = self.sim.version
 
     def capabilities(self) -> dict[str, Any]:
-        caps = {"tasks": ["pick_place"], "cameras": list(self.sim.camera_names), "depth": True,
+        caps = {"tasks": [self.task_name], "cameras": list(self.sim.camera_names), "depth": True,
                 "object_kinds": list(self.sim.object_kinds), "gpu": self.gpu, "simulator": self.sim.name}
         caps.update(getattr(self.sim, "capabilities", dict)())
         return caps
 
     def run_episode(self, spec: EpisodeSpec) -> Episode:
-        params = PickPlaceParams.from_options({**self.task_options, **spec.params.get("task", {})},
-                                              where=f"spec {spec.episode_key} params.task")
+        params = self.params_type.from_options({**self.task_options, **spec.params.get("task", {})},
+                                               where=f"spec {spec.episode_key} params.task")
         if "bottleneck" in spec.params:
+            if self.task_name != "pick_place":
+                raise ValueError(f"spec {spec.episode_key}: bottleneck episodes are pick_place only, not "
+                                 f"{self.task_name}")
             from raygen.actors.tasks.bottleneck import run_bottleneck as run
         else:
-            run = run_pick_place
+            run = self.run_task
         if not self.render_only_kept:
             return run(self.sim, spec, params)
         return render_if_kept(lambda render: run(self.sim, spec, params, render=render))

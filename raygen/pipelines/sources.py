@@ -122,11 +122,12 @@ class SeededSource(Source):
     """Simulated episodes: (source, seed, index) for index 0..episodes-1."""
 
     def __init__(self, config: RunConfig):
-        from raygen.actors.tasks.pick_place import PickPlaceParams
+        from raygen.actors._backend import TASKS
 
         super().__init__(config)
         try:
-            self.params = PickPlaceParams.from_options(dict(config.source.task_params), where="source.task_params")
+            params_type, _ = TASKS[config.source.task]
+            self.params = params_type.from_options(dict(config.source.task_params), where="source.task_params")
         except (ValueError, TypeError) as exc:
             raise ConfigError(str(exc)) from None
         self._check_backend_options({"width", "height"})
@@ -155,7 +156,7 @@ class SeededSource(Source):
     def host_options(self) -> dict[str, Any]:
         src = self.config.source
         width, height = src.size or (0, 0)
-        return {"width": width, "height": height, "task": dict(src.task_params),
+        return {"width": width, "height": height, "task": dict(src.task_params), "task_name": src.task,
                 "render_only_kept": src.renders_only_kept, **src.backend_options}
 
     def raw_bytes(self) -> int:

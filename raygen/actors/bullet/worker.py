@@ -8,17 +8,28 @@ from typing import Any
 from raygen.actors._backend import PickPlaceBackend
 from raygen.actors._child import serve
 
-SIM_OPTIONS = ("width", "height", "fov_deg", "renderer", "substeps", "robot_visual")
+SOFT_OPTIONS = ("block_cells", "cloth_cells", "collision_margin", "anchor_depth", "grip_force", "cfl", "max_substeps")
+"""BulletSoftPickPlace's own options (task soft_pick_place)."""
+SIM_OPTIONS = ("width", "height", "fov_deg", "renderer", "substeps", "robot_visual", *SOFT_OPTIONS)
+TASKS = ("pick_place", "soft_pick_place")
 
 
-def make_sim(*, cpu_threads: int = 1, **kw: Any) -> Any:
+def make_sim(*, cpu_threads: int = 1, task_name: str = "pick_place", **kw: Any) -> Any:
+    # PyBullet steps on one thread; cpu_threads only caps numeric libraries
+    if task_name == "soft_pick_place":
+        from raygen.actors.bullet.soft import BulletSoftPickPlace
+
+        return BulletSoftPickPlace(**kw)
+    soft = sorted(set(kw) & set(SOFT_OPTIONS))
+    if soft:
+        raise ValueError(f"bullet backend: option(s) {soft} are for source.task soft_pick_place, not {task_name}")
     from raygen.actors.bullet.sim import BulletPickPlace
 
-    return BulletPickPlace(**kw)  # PyBullet steps on one thread; cpu_threads only caps numeric libraries
+    return BulletPickPlace(**kw)
 
 
 def BulletBackend(options: dict[str, Any]) -> PickPlaceBackend:  # noqa: N802 (a backend factory)
-    return PickPlaceBackend("bullet", options, SIM_OPTIONS, make_sim, gpu=False)
+    return PickPlaceBackend("bullet", options, SIM_OPTIONS, make_sim, gpu=False, tasks=TASKS)
 
 
 if __name__ == "__main__":
