@@ -110,9 +110,10 @@ class SourceConfig(_Strict):
     backend: Literal["bullet", "isaac", "droid", "zed"] = Field(
         "bullet", description="bullet (simulated, CPU), isaac (simulated, RTX GPU), droid (DROID recordings, CPU) "
                               "or zed (DROID recordings through the ZED SDK, CUDA GPU).")
-    task: Literal["pick_place", "soft_pick_place"] = Field(
-        "pick_place", description="Task to generate (simulators): pick_place (a rigid cube or cylinder) or "
-                                  "soft_pick_place (a soft block or a cloth; bullet only).")
+    task: Literal["pick_place", "soft_pick_place", "two_arms"] = Field(
+        "pick_place", description="Task to generate (simulators): pick_place (a rigid cube or cylinder), "
+                                  "soft_pick_place (a soft block or a cloth; bullet only) or two_arms (two Frankas "
+                                  "facing each other, each with its own pick and place; bullet only).")
     episodes: int = Field(8, ge=1, description="Number of episodes in the run (specs 0..episodes-1; simulators).")
     seed: int = Field(0, ge=0, le=2**32 - 1,
                       description="Run seed; an episode is (source, seed, index) and always the same (simulators).")
@@ -122,7 +123,8 @@ class SourceConfig(_Strict):
     height: int | None = Field(None, ge=8, description="Camera image height in pixels (even); None as for width.")
     task_params: dict[str, Any] = Field(default_factory=dict,
                                         description="Task parameters (PickPlaceParams fields, e.g. steps_per_segment; "
-                                                    "SoftParams fields for soft_pick_place, e.g. materials).")
+                                                    "SoftParams fields for soft_pick_place, e.g. materials; "
+                                                    "TwoArmParams for two_arms, e.g. min_separation_m).")
     backend_options: dict[str, Any] = Field(default_factory=dict,
                                             description="Extra backend options (bullet: renderer, robot_visual, ...).")
     python: str | None = Field(None, description="Interpreter for the backend process, e.g. Isaac Sim's python.sh.")
@@ -161,8 +163,8 @@ class SourceConfig(_Strict):
             if self.bottleneck is not None or self.render_only_kept:
                 raise ValueError(f"source.bottleneck and source.render_only_kept are for simulators, not the "
                                  f"recording backend {self.backend!r}")
-        elif self.task == "soft_pick_place" and (self.backend != "bullet" or self.bottleneck is not None):
-            raise ValueError("source.task soft_pick_place runs on backend bullet, without source.bottleneck")
+        elif self.task in ("soft_pick_place", "two_arms") and (self.backend != "bullet" or self.bottleneck is not None):
+            raise ValueError(f"source.task {self.task} runs on backend bullet, without source.bottleneck")
         elif self.root is not None or self.droid != default["droid"]:
             raise ValueError(f"source.root and source.droid are for the recording backends {RECORDING_BACKENDS}, "
                              f"not {self.backend!r}")

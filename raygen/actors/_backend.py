@@ -14,6 +14,7 @@ import numpy as np
 from raygen.actors.spec import EpisodeFailed, EpisodeSpec
 from raygen.actors.tasks.pick_place import PickPlaceParams, PickPlaceSim, run_pick_place
 from raygen.actors.tasks.soft import SoftParams, run_soft_pick_place
+from raygen.actors.tasks.two_arms import TwoArmParams, run_two_arms
 from raygen.datasets.episode import Episode
 
 __all__ = ["NOT_RENDERED", "PickPlaceBackend", "TASKS", "render_if_kept"]
@@ -21,6 +22,7 @@ __all__ = ["NOT_RENDERED", "PickPlaceBackend", "TASKS", "render_if_kept"]
 TASKS: dict[str, tuple[type[PickPlaceParams], Callable[..., Episode]]] = {
     "pick_place": (PickPlaceParams, run_pick_place),
     "soft_pick_place": (SoftParams, run_soft_pick_place),
+    "two_arms": (TwoArmParams, run_two_arms),
 }
 """Task name (source.task) -> its parameters and its episode function."""
 

@@ -60,6 +60,15 @@ class QualityReport:
     metrics: dict[str, Any]
 
 
+def _arm_joint_columns(names: list[str] | None) -> list[int] | slice:
+    """The columns of every arm's 7 joint positions (joint_0..6, or arm<k>_joint_0..6 for several arms), in
+    order; the first 7 columns when the names do not say."""
+    import re
+
+    cols = [i for i, n in enumerate(names or []) if re.fullmatch(r"(arm\d+_)?joint_[0-6]", n)]
+    return cols if cols and len(cols) % 7 == 0 else slice(0, 7)
+
+
 def _camera_frames(rgb: np.ndarray, moved: np.ndarray, s: QualitySettings) -> tuple[float, float]:
     """(black fraction, frozen fraction) of a camera's frames; ``moved`` [T-1] marks gripper motion."""
     small = rgb[:, ::2, ::2].astype(np.float32)
@@ -87,11 +96,17 @@ def assess(episode: Episode, settings: QualitySettings | None = None,
         reasons.append("task failed (success is required)")
 
     worst = 1.0
-    flange = np.asarray(episode.gripper_pose, dtype=np.float64)[:, :3, 3]
-    moved = np.linalg.norm(np.diff(flange, axis=0), axis=1) > s.frozen_motion_m
+    grippers = [episode.gripper_pose, *(v for k, v in episode.frame_features.items()
+                                        if k.endswith(".gripper_pose") and np.shape(v)[1:] == (4, 4))]
+    steps = [np.linalg.norm(np.diff(np.asarray(g, dtype=np.float64)[:, :3, 3], axis=0), axis=1) for g in grippers]
+    moved_any = np.max(steps, axis=0) > s.frozen_motion_m  # some gripper moved: a fixed camera's view changed
     for name, cam in episode.cameras.items():
         if cam.rgb is None:
             continue  # a camera known by its calibration only has no frames to judge
+        pose = np.asarray(cam.pose, dtype=np.float64)
+        # a moving camera's view changes when it moves itself (a wrist camera of an arm that waits does not)
+        moved = (np.linalg.norm(np.diff(pose[:, :3, 3], axis=0), axis=1) > s.frozen_motion_m
+                 if pose.ndim == 3 else moved_any)
         black, frozen = _camera_frames(cam.rgb, moved, s)
         m[f"quality.{name}.black_fraction"] = black
         m[f"quality.{name}.frozen_fraction"] = frozen
@@ -109,7 +124,8 @@ def assess(episode: Episode, settings: QualitySettings | None = None,
         if sub["depth"] < 1.0:
             reasons.append(f"only {min(valid):.0%} valid depth pixels in the worst camera")
 
-    joints = np.asarray(episode.action, dtype=np.float64)[:, :7]
+    arm_cols = _arm_joint_columns(episode.names.get("action"))
+    joints = np.asarray(episode.action, dtype=np.float64)[:, arm_cols]
     if len(joints) >= 4:
         jerk = np.diff(joints, n=3, axis=0) * float(episode.fps) ** 3
         rms = float(np.sqrt((jerk ** 2).mean()))
@@ -119,7 +135,8 @@ def assess(episode: Episode, settings: QualitySettings | None = None,
             reasons.append(f"jerky actions (jerk RMS {rms:.0f} rad/s^3)")
 
     if joint_limits is not None and np.asarray(episode.state).shape[1] >= 7:
-        q = np.asarray(episode.state, dtype=np.float64)[:, :7]
+        cols = _arm_joint_columns(episode.names.get("observation.state"))
+        q = np.asarray(episode.state, dtype=np.float64)[:, cols].reshape(len(episode.state), -1, 7)  # [T,arms,7]
         margin = float(np.min(np.minimum(q - joint_limits[0], joint_limits[1] - q)))
         m["quality.joint_limit_margin_rad"] = margin
         sub["joint_margin"] = float(np.clip(margin / s.limit_margin_ref, 0.0, 1.0))

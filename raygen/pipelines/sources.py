@@ -160,9 +160,11 @@ class SeededSource(Source):
                 "render_only_kept": src.renders_only_kept, **src.backend_options}
 
     def raw_bytes(self) -> int:
-        """Two cameras of RGB + uint16 depth."""
-        width, height = self.config.source.size or (0, 0)
-        return self.params.frames * 2 * width * height * (3 + 2)
+        """Two cameras (three for two_arms) of RGB + uint16 depth, over the longest episode."""
+        src = self.config.source
+        width, height = src.size or (0, 0)
+        frames = getattr(self.params, "max_frames", self.params.frames)
+        return frames * (3 if src.task == "two_arms" else 2) * width * height * (3 + 2)
 
 
 class DroidSource(Source):

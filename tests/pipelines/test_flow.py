@@ -75,3 +75,62 @@ def test_pybullet_pads_are_visible_from_the_overhead_camera():
     assert vis[:, 0].mean() > 0.5  # the TCP region is in view of the overhead camera most of the time
     total = np.linalg.norm(np.diff(ep.frame_features["tracks3d"][:, 0], axis=0), axis=1).sum()
     assert abs(len(ep.flow) - (np.floor(total / 0.001) + 1)) <= 1
+
+
+def _two_gripper_episode(frames: int = 40):
+    """A synthetic episode whose contact.pads hold two grippers [T,4,3]: gripper 0 moves 6 cm along x, gripper
+    1 3 cm along y (different path lengths), both 4 cm wide."""
+    ep = synthetic_episode(2, frames=frames, height=32, width=32)
+    s = (1 - np.cos(np.linspace(0, np.pi, frames))) / 2
+    c0 = np.stack([0.3 + 0.06 * s, np.full(frames, -0.05), np.full(frames, 0.05)], axis=1)
+    c1 = np.stack([np.full(frames, 0.35), 0.05 + 0.03 * s, np.full(frames, 0.05)], axis=1)
+    side = np.array([0.0, 0.02, 0.0])
+    ep.frame_features.clear()
+    ep.frame_features["contact.pads"] = np.stack([c0 + side, c0 - side, c1 + side, c1 - side], axis=1).astype(
+        np.float32)
+    ep.gripper_geometry = {**ep.gripper_geometry, "grippers": ["arm0", "arm1"]}
+    return ep, c0, c1
+
+
+def test_two_grippers_give_three_tracks_each_and_a_flow_per_gripper():
+    ep, c0, c1 = _two_gripper_episode()
+    add_flow(ep)
+    validate_episode(ep)
+    t = ep.length
+    tracks = ep.frame_features["tracks3d"]
+    assert tracks.shape == (t, 6, 3)
+    np.testing.assert_allclose(tracks[:, 0], c0, atol=1e-6)  # arm 0's centroid, then its pads
+    np.testing.assert_allclose(tracks[:, 3], c1, atol=1e-6)  # arm 1's centroid
+    np.testing.assert_allclose(tracks[:, 1] - tracks[:, 0], [[0, 0.02, 0]] * t, atol=1e-6)
+    np.testing.assert_allclose(tracks[:, 5] - tracks[:, 3], [[0, -0.02, 0]] * t, atol=1e-6)
+    for cam in ep.cameras:
+        assert ep.frame_features[f"tracks2d.{cam}"].shape == (t, 6, 2)
+        assert ep.frame_features[f"tracks2d.{cam}.visible"].shape == (t, 6)
+        assert ep.names[f"tracks2d.{cam}"][:2] == ["arm0_centroid_u", "arm0_centroid_v"]
+        assert ep.names[f"tracks2d.{cam}.visible"][3] == "arm1_centroid"
+    # each gripper's projection is the single-gripper projection of its own tracks
+    cam = ep.cameras["cam_high"]
+    uv1, _ = project_points(tracks[:, 3:6].astype(np.float64), cam.pose, cam.intrinsics, cam.distortion)
+    np.testing.assert_allclose(ep.frame_features["tracks2d.cam_high"][:, 3:6], uv1, atol=1e-3)
+    assert ep.gripper_geometry["tracks"] == ["arm0.centroid", "arm0.left_pad", "arm0.right_pad",
+                                             "arm1.centroid", "arm1.left_pad", "arm1.right_pad"]
+    assert ep.names["tracks3d"][:3] == ["arm0_centroid_x", "arm0_centroid_y", "arm0_centroid_z"]
+    # the flow: each gripper at 1 mm steps of its own path (6 cm -> 61 steps, 3 cm -> 31), the shorter one padded
+    assert ep.gripper_geometry["flow_steps"] == [61, 31] and ep.gripper_geometry["grippers"] == ["arm0", "arm1"]
+    flow = ep.flow.astype(np.float64)
+    assert flow.shape == (61, 6, 3)
+    np.testing.assert_allclose(np.linalg.norm(np.diff(flow[:, 0], axis=0), axis=1), 0.001, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(np.diff(flow[:31, 3], axis=0), axis=1), 0.001, atol=1e-6)
+    assert (flow[31:, 3:] == flow[30, 3:]).all()
+    np.testing.assert_allclose(flow[:31, 3:], normalized_flow(contact_tracks(ep)[:, 3:6]), atol=1e-6)
+
+
+def test_gripper_names_default_and_a_bad_pad_count_is_named():
+    ep, _, _ = _two_gripper_episode(10)
+    ep.gripper_geometry = {k: v for k, v in ep.gripper_geometry.items() if k != "grippers"}
+    add_flow(ep)
+    assert ep.gripper_geometry["tracks"][3] == "gripper1.centroid"
+    bad, _, _ = _two_gripper_episode(10)
+    bad.frame_features["contact.pads"] = bad.frame_features["contact.pads"][:, :3]
+    with pytest.raises(ValueError, match=r"contact.pads has shape \[10, 3, 3\]"):
+        add_flow(bad)

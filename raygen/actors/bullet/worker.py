@@ -11,7 +11,7 @@ from raygen.actors._child import serve
 SOFT_OPTIONS = ("block_cells", "cloth_cells", "collision_margin", "anchor_depth", "grip_force", "cfl", "max_substeps")
 """BulletSoftPickPlace's own options (task soft_pick_place)."""
 SIM_OPTIONS = ("width", "height", "fov_deg", "renderer", "substeps", "robot_visual", *SOFT_OPTIONS)
-TASKS = ("pick_place", "soft_pick_place")
+TASKS = ("pick_place", "soft_pick_place", "two_arms")
 
 
 def make_sim(*, cpu_threads: int = 1, task_name: str = "pick_place", **kw: Any) -> Any:
@@ -23,6 +23,10 @@ def make_sim(*, cpu_threads: int = 1, task_name: str = "pick_place", **kw: Any) 
     soft = sorted(set(kw) & set(SOFT_OPTIONS))
     if soft:
         raise ValueError(f"bullet backend: option(s) {soft} are for source.task soft_pick_place, not {task_name}")
+    if task_name == "two_arms":
+        from raygen.actors.bullet.two_arms import BulletTwoArms
+
+        return BulletTwoArms(**kw)
     from raygen.actors.bullet.sim import BulletPickPlace
 
     return BulletPickPlace(**kw)

@@ -1,0 +1,682 @@
+"""Two arms in one scene, simulator-agnostic: each picks its own object and places it on its own spot.
+
+Two Franka Pandas face each other across the table: arm 0 at the world origin (the episode's base frame, as
+in single-arm pick-and-place), arm 1 at ``(arm_distance_m, 0, 0)`` turned 180 degrees about z. Two objects
+and two place spots are drawn in the shared workspace and given to the arms by nearest neighbour (the
+closest arm-object pair first, then the other arm takes the other one; the same for the spots). Each arm's
+waypoints come from pick-and-place's own planner (:func:`pick_place._cartesian_plan` and
+:func:`pick_place._solve`, in that arm's base frame) and are eased as there.
+
+The grippers keep ``min_separation_m`` between their TCPs on every frame, and the arms' bodies (links,
+hand, fingers, a held object, as capsules) ``body_clearance_m``. Both are predicted from the joint targets
+by forward kinematics (pick-and-place's DH model of the Panda, moved by the arm's base), and a scheduler
+(:func:`schedule_two_arms`) advances both arms along their own eased targets frame by frame: both move when
+that keeps the distances (plus ``separation_margin_m``) now and still lets both finish (a look-ahead over
+the rest of the episode, so no wait ends in a deadlock); otherwise arm 1 waits (holds its target) while
+arm 0 proceeds; only when that leads nowhere either does arm 0 wait for arm 1. Each check covers the last
+``lag_frames`` targets of both arms, because the measured joints trail their targets. Waits are recorded
+(``two_arms.wait_frames`` for arm 1, ``two_arms.arm0_wait_frames``, the per-frame ``two_arms.waiting``); an
+episode is longer than a single-arm one by the frames some arm waited. A scene with no such schedule at
+all (an arm must reach past the other's home) is drawn again (``two_arms.scene_draws``).
+
+A simulator adapts the task by implementing :class:`TwoArmSim` with one :class:`ArmSim` per arm. Imports
+numpy and the standard library only.
+
+The episode (one for both arms; every position and pose in the world = arm 0's base frame):
+
+- ``observation.state`` [T,46]: arm 0's 23 single-arm dimensions then arm 1's, named ``arm0_joint_0`` ..
+  ``arm1_eef_qz``; ``action`` [T,16]: ``arm0_joint_0`` .. ``arm0_gripper``, ``arm1_joint_0`` ..
+  ``arm1_gripper``.
+- ``gripper_pose`` / ``gripper_opening``: arm 0's flange and finger gap (so single-arm consumers keep
+  working); frame features ``arm1.gripper_pose`` [T,4,4] and ``arm1.gripper_opening`` [T] for arm 1.
+- ``contact.pads`` [T,4,3]: arm 0 left pad, arm 0 right pad, arm 1 left pad, arm 1 right pad (two pads per
+  gripper, grippers in arm order: the flow stage makes 3 tracks per gripper from them).
+- ``task.phase`` [T] and ``arm1.task.phase`` [T]: the waypoint each arm is heading for (1..9 as in
+  pick-and-place; 0 while the arm still waits at home before its first move); ``object.pose`` and
+  ``arm1.object.pose`` [T,7]; ``two_arms.waiting`` [T,2] (the arm holds its target) and
+  ``two_arms.separation_m`` [T] (the measured TCP distance).
+- ``success``: both arms placed their objects and are home, and the measured TCPs kept
+  ``min_separation_m`` on every frame (``two_arms.separation_kept``). Metrics per arm (``arm0.task.grasped``,
+  ``arm1.task.place_error_m``, ...), the worst of both under the single-arm names (``task.grasped`` is
+  both grasped, ``task.place_error_m`` the larger error, ...), ``two_arms.*`` and ``scene.arm<i>.*``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from raygen.actors.spec import EpisodeFailed, EpisodeSpec
+from raygen.actors.tasks.pick_place import (
+    _DH,
+    _FLANGE_TO_TCP_ROT,
+    ACTION_NAMES,
+    COLOURS,
+    FLANGE_D,
+    OBJECT_POSE_NAMES,
+    PHASES,
+    STATE_NAMES,
+    TCP_D,
+    CameraImage,
+    PickPlaceParams,
+    Scene,
+    _cartesian_plan,
+    _dh,
+    _schedule,
+    _solve,
+    quat_wxyz,
+)
+from raygen.datasets.episode import CameraFrames, Episode, continuous_quaternions
+
+__all__ = [
+    "ARMS",
+    "ArmSim",
+    "Schedule",
+    "TwoArmParams",
+    "TwoArmScene",
+    "TwoArmSim",
+    "allocate_nearest",
+    "arm_bases",
+    "plan_schedule",
+    "run_two_arms",
+    "sample_two_arm_scene",
+    "schedule_two_arms",
+]
+
+ARMS = ("arm0", "arm1")
+LINK_CAPSULES = ((1, 3, 0.075), (3, 4, 0.075), (4, 5, 0.08), (5, 7, 0.075), (7, 8, 0.06))
+"""The Panda's links from the shoulder to the flange as capsules (from frame, to frame, radius) between
+the origins of :func:`_panda_frames` (1: shoulder, 3 and 4: elbow, 5: wrist, 7: joint 7, 8: flange). The
+base and the first link are left out: the bases stand apart."""
+HAND_CAPSULES = (
+    ((0.0, -0.065, -0.063), (0.0, 0.065, -0.063), 0.045),  # the hand, 21 cm along y
+    ((0.0, -0.05, -0.02), (0.0, 0.05, -0.02), 0.035),  # the fingers, open
+    ((0.0, 0.0, 0.0), (0.0, 0.0, 0.0), 0.035),  # between the fingertips: a held object
+)
+"""The Franka hand, fingers and a held object as capsules (end, end, radius) in the TCP frame (z along the
+fingers, y their closing axis). Checked against PyBullet's collision shapes of two Pandas 1 m apart in 400
+random poses: no contact where these capsules are more than 2 cm apart."""
+PAD_NAMES = [f"{arm}_{pad}_{ax}" for arm in ARMS for pad in ("left_pad", "right_pad") for ax in "xyz"]
+
+
+@dataclass(frozen=True)
+class TwoArmParams(PickPlaceParams):
+    """Two-arm task parameters: every pick-and-place parameter (the same meaning, per arm; ``x_range`` and
+    ``y_range`` bound both objects and both place spots in the world frame, ``min_place_distance`` is
+    the least xy distance between any two of them) and the ones below."""
+
+    arm_distance_m: float = 1.0
+    """Arm 1's base sits this far along x from arm 0's, turned 180 degrees about z, facing it."""
+    min_separation_m: float = 0.15
+    """The grippers' TCPs stay at least this far apart on every frame (measured, not only planned)."""
+    separation_margin_m: float = 0.03
+    """Planned clearance beyond min_separation_m, for the measured TCPs trailing their targets."""
+    lag_frames: int = 3
+    """Each separation check covers the targets of the last lag_frames frames of both arms as well."""
+    max_scene_draws: int = 20
+    """A scene whose arms cannot keep their distance in any order of moves (one must reach past the
+    other's home, say) is drawn again, up to this many times; then the episode fails."""
+    body_clearance_m: float = 0.02
+    """The arms' bodies (links, hand, fingers, a held object: capsules, LINK_CAPSULES and HAND_CAPSULES) stay
+    at least this far apart in the plan as well: two hands side by side along their 21 cm width touch
+    with their TCPs 20 cm apart, and a waiting arm must not rest on the other's forearm."""
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any], *, where: str = "task") -> TwoArmParams:
+        params = super().from_options(options, where=where)
+        assert isinstance(params, TwoArmParams)
+        problems = []
+        if not params.min_separation_m >= 0:
+            problems.append(f"{where}.min_separation_m: must be >= 0 metres, got {params.min_separation_m}")
+        if not params.separation_margin_m >= 0:
+            problems.append(f"{where}.separation_margin_m: must be >= 0 metres, got {params.separation_margin_m}")
+        if not params.body_clearance_m >= 0:
+            problems.append(f"{where}.body_clearance_m: must be >= 0 metres, got {params.body_clearance_m}")
+        if params.max_scene_draws < 1:
+            problems.append(f"{where}.max_scene_draws: must be >= 1, got {params.max_scene_draws}")
+        if params.lag_frames < 0:
+            problems.append(f"{where}.lag_frames: must be >= 0, got {params.lag_frames}")
+        if not 0.5 <= params.arm_distance_m <= 1.6:
+            problems.append(f"{where}.arm_distance_m: must be in [0.5, 1.6] metres (both arms reach the "
+                            f"middle of the table), got {params.arm_distance_m}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return params
+
+    @property
+    def max_frames(self) -> int:
+        """The longest an episode can be: one arm waits for all of the other's frames, then does its own."""
+        return 2 * self.frames
+
+
+def arm_bases(params: TwoArmParams) -> tuple[np.ndarray, np.ndarray]:
+    """Base-to-world [4,4] of arm 0 (the identity) and arm 1 (at ``arm_distance_m`` on x, yaw 180 deg)."""
+    b1 = np.diag([-1.0, -1.0, 1.0, 1.0])
+    b1[0, 3] = params.arm_distance_m
+    return np.eye(4), b1
+
+
+def _yaw(base: np.ndarray) -> float:
+    return float(np.arctan2(base[1, 0], base[0, 0]))
+
+
+@dataclass(frozen=True)
+class TwoArmScene:
+    """What both arms do; positions in the world (arm 0's base frame)."""
+
+    arms: tuple[Scene, Scene]
+    """Per arm: its object (kind, size, colour) and its place spot."""
+    bases: tuple[tuple[float, float, float], tuple[float, float, float]]
+    """Per arm: base (x, y, yaw) in the world."""
+    allocation: tuple[tuple[int, int], tuple[int, int]]
+    """Per arm: (index of its object, index of its place spot) in the order they were drawn."""
+
+    @property
+    def task(self) -> str:
+        a, b = self.arms
+        return (f"arm 0 picks the {a.colour_name} {a.object_kind}, arm 1 the {b.colour_name} {b.object_kind}; "
+                "each places it on its target")
+
+    def base(self, arm: int) -> np.ndarray:
+        x, y, yaw = self.bases[arm]
+        t = np.eye(4)
+        t[:2, :2] = [[np.cos(yaw), -np.sin(yaw)], [np.sin(yaw), np.cos(yaw)]]
+        t[:2, 3] = x, y
+        return t
+
+    def in_base(self, arm: int) -> Scene:
+        """Arm ``arm``'s scene in its own base frame (what pick-and-place's planner expects)."""
+        inv = np.linalg.inv(self.base(arm))
+        s = self.arms[arm]
+
+        def to_base(xy: tuple[float, float]) -> tuple[float, float]:
+            return tuple((inv @ np.array([xy[0], xy[1], 0.0, 1.0]))[:2].tolist())
+
+        return Scene(to_base(s.object_xy), to_base(s.place_xy), s.object_size, s.object_kind, s.colour_name,
+                     s.rgba)
+
+
+def allocate_nearest(points: np.ndarray, bases: np.ndarray) -> list[int]:
+    """Nearest-neighbour allocation of ``points`` [K,2] to arms at ``bases`` [A,2] (xy), one point per arm
+    (K == A): the closest (arm, point) pair is matched first, then the closest of those left, and so on.
+    Returns the point index of each arm."""
+    points, bases = np.asarray(points, np.float64), np.asarray(bases, np.float64)
+    d = np.linalg.norm(bases[:, None, :] - points[None, :, :], axis=-1)
+    out = [-1] * len(bases)
+    free_arms, free_points = set(range(len(bases))), set(range(len(points)))
+    while free_arms and free_points:
+        i, k = min(((i, k) for i in free_arms for k in free_points), key=lambda ik: (d[ik], ik))
+        out[i] = k
+        free_arms.discard(i)
+        free_points.discard(k)
+    return out
+
+
+def sample_two_arm_scene(rng: np.random.Generator, params: TwoArmParams,
+                         kinds: tuple[str, ...] = ("cube",)) -> TwoArmScene:
+    """Two objects and two place spots in the workspace (every two at least ``min_place_distance`` apart in
+    xy), two different colours, kinds and sizes; objects and spots allocated to the arms by nearest
+    neighbour to each arm's base."""
+    lo = [params.x_range[0], params.y_range[0]]
+    hi = [params.x_range[1], params.y_range[1]]
+    spots: list[np.ndarray] = []
+    for _ in range(4):  # object 0, object 1, spot 0, spot 1
+        for _ in range(1000):
+            xy = rng.uniform(lo, hi)
+            if all(np.linalg.norm(xy - s) >= params.min_place_distance for s in spots):
+                break
+        spots.append(xy)
+    colours = [list(COLOURS)[int(i)] for i in rng.permutation(len(COLOURS))[:2]]
+    kind = [kinds[int(rng.integers(len(kinds)))] for _ in range(2)]
+    size = [float(rng.uniform(*params.object_size)) for _ in range(2)]
+    bases = arm_bases(params)
+    base_xy = np.array([b[:2, 3] for b in bases])
+    obj_of = allocate_nearest(np.array(spots[:2]), base_xy)
+    spot_of = allocate_nearest(np.array(spots[2:]), base_xy)
+    arms = tuple(Scene(tuple(spots[obj_of[a]].tolist()), tuple(spots[2 + spot_of[a]].tolist()), size[obj_of[a]],
+                       kind[obj_of[a]], colours[obj_of[a]], COLOURS[colours[obj_of[a]]]) for a in range(2))
+    return TwoArmScene(arms=arms, bases=tuple((float(b[0, 3]), float(b[1, 3]), _yaw(b)) for b in bases),
+                       allocation=tuple((obj_of[a], spot_of[a]) for a in range(2)))
+
+
+# ----------------------------------------------------------------------------- the simulator adapter
+
+
+class ArmSim(Protocol):
+    """One arm of a :class:`TwoArmSim`. ``ik`` takes targets in this arm's base frame (as
+    :class:`pick_place.PickPlaceSim` does); everything it reports is in the world (arm 0's base frame)."""
+
+    base: np.ndarray  # [4,4] base-to-world
+
+    def ik(self, target_xyz: np.ndarray, q_seed: np.ndarray) -> np.ndarray | None: ...
+    def joint_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...  # q[7], qd[7], fingers[2]
+    def flange_pose(self) -> np.ndarray: ...  # [4,4] world
+    def tcp_position(self) -> np.ndarray: ...  # [3] world
+    def finger_pads(self) -> np.ndarray: ...  # [2,3] world, left and right pad centres
+    def object_position(self) -> np.ndarray: ...  # [3] this arm's object
+    def object_pose(self) -> np.ndarray: ...  # [7] xyz + wxyz
+    def attach(self) -> None: ...  # hold this arm's object
+    def detach(self) -> None: ...
+
+
+class TwoArmSim(Protocol):
+    """What a simulator provides to run the two-arm task."""
+
+    name: str
+    version: str
+    object_kinds: tuple[str, ...]
+    camera_names: tuple[str, ...]
+    arms: tuple[ArmSim, ArmSim]  # valid after reset
+
+    def reset(self, scene: TwoArmScene) -> None: ...
+    def step(self, q_targets: list[np.ndarray], finger_targets: list[np.ndarray]) -> None: ...  # both, one frame
+    def set_rendering(self, on: bool) -> None: ...
+    def render(self) -> dict[str, CameraImage]: ...
+    def intrinsics(self, camera: str) -> np.ndarray: ...
+    def camera_is_moving(self, camera: str) -> bool: ...
+    def gripper_geometry(self) -> dict[str, Any]: ...
+
+
+# ----------------------------------------------------------------------------- the schedule
+
+
+@dataclass
+class Schedule:
+    """Which target of each arm's own schedule each frame applies (index 0 = home before the first move,
+    k = the k-th eased target)."""
+
+    progress: np.ndarray
+    """[T,2] int: per frame, the target index of arm 0 and of arm 1."""
+    waiting: np.ndarray
+    """[T,2] bool: the arm holds its target although it has not finished."""
+    planned_separation: np.ndarray
+    """[T] the predicted TCP distance of the targets each frame applies."""
+    planned_gap: np.ndarray | None = None
+    """[T] the predicted least gap between the arms' bodies (LINK_CAPSULES, HAND_CAPSULES)."""
+
+
+def _panda_frames(q: np.ndarray) -> list[np.ndarray]:
+    """The Panda's frames in its base frame: [0] the base, [1..7] after each joint, [8] the flange, [9] the
+    TCP (the same chain as :func:`pick_place.panda_fk`)."""
+    t, out = np.eye(4), [np.eye(4)]
+    for (a, d, alpha), theta in zip(_DH, q):
+        t = t @ _dh(a, d, alpha, theta)
+        out.append(t)
+    out.append(t := t @ _dh(0, FLANGE_D, 0, 0))
+    out.append(t @ _dh(0, TCP_D, 0, -np.pi / 4))
+    return out
+
+
+CAPSULE_RADII = np.array([r for *_, r in LINK_CAPSULES] + [r for *_, r in HAND_CAPSULES])
+
+
+def _body_points(q: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """[K,1+2C,3] world positions, for joint targets [K,7], of the TCP and then of both ends of each body
+    capsule (LINK_CAPSULES, then HAND_CAPSULES; radii CAPSULE_RADII)."""
+    hand = np.array([end for p, q_, _ in HAND_CAPSULES for end in (p, q_)])
+    out = []
+    for qk in q:
+        f = [base @ m for m in _panda_frames(qk)]
+        links = [f[k][:3, 3] for i, j, _ in LINK_CAPSULES for k in (i, j)]
+        out.append(np.concatenate([f[9][None, :3, 3], links, hand @ f[9][:3, :3].T + f[9][:3, 3]]))
+    return np.asarray(out)
+
+
+def _segment_distance(p1: np.ndarray, q1: np.ndarray, p2: np.ndarray, q2: np.ndarray) -> np.ndarray:
+    """Distance between segments p1-q1 and p2-q2 (broadcast arrays [...,3]), closest points as in Ericson,
+    Real-Time Collision Detection 5.1.9; a segment may be a point."""
+    eps = 1e-12
+    d1, d2, r = q1 - p1, q2 - p2, p1 - p2
+    a, e = (d1 * d1).sum(-1), (d2 * d2).sum(-1)
+    b, c, f = (d1 * d2).sum(-1), (d1 * r).sum(-1), (d2 * r).sum(-1)
+    denom = a * e - b * b
+    s = np.where(denom > eps, np.clip((b * f - c * e) / np.maximum(denom, eps), 0.0, 1.0), 0.0)
+    t = np.where(e > eps, (b * s + f) / np.maximum(e, eps), 0.0)
+    s_lo = np.where(a > eps, np.clip(-c / np.maximum(a, eps), 0.0, 1.0), 0.0)
+    s_hi = np.where(a > eps, np.clip((b - c) / np.maximum(a, eps), 0.0, 1.0), 0.0)
+    s = np.where(e > eps, np.where(t < 0.0, s_lo, np.where(t > 1.0, s_hi, s)), s_lo)  # a point: s_lo
+    t = np.clip(t, 0.0, 1.0)
+    return np.linalg.norm(p1 + d1 * s[..., None] - (p2 + d2 * t[..., None]), axis=-1)
+
+
+def _trailing_min(d: np.ndarray, lag: int) -> np.ndarray:
+    """d[a, b] -> min over d[a-lag..a, b-lag..b] (indices clipped at 0)."""
+    out = d.copy()
+    for _ in range(lag):
+        out[1:] = np.minimum(out[1:], out[:-1])
+    for _ in range(lag):
+        out[:, 1:] = np.minimum(out[:, 1:], out[:, :-1])
+    return out
+
+
+def _can_finish(free: np.ndarray, stops0: np.ndarray, stops1: np.ndarray) -> np.ndarray:
+    """can[a, b]: from targets (a, b) both arms reach their last targets through free cells only, each frame
+    advancing both arms by one target, or one of them while the other holds at one of its stops."""
+    k0, k1 = free.shape[0] - 1, free.shape[1] - 1
+    can = np.zeros_like(free)
+    below = [False] * (k1 + 1)  # can[min(a + 1, k0)]
+    for a in range(k0, -1, -1):
+        row, f, hold0 = [False] * (k1 + 1), free[a].tolist(), bool(stops0[a])
+        if a == k0:
+            below = row  # arm 0 has arrived: it stays
+        for b in range(k1, -1, -1):
+            nb = min(b + 1, k1)
+            row[b] = f[b] and ((a == k0 and b == k1) or below[nb] or (bool(stops1[b]) and below[b])
+                               or (hold0 and b < k1 and row[nb]))
+        can[a] = row
+        below = row
+    return can
+
+
+def schedule_two_arms(free: np.ndarray, stops0: np.ndarray | None = None, stops1: np.ndarray | None = None
+                      ) -> Schedule:
+    """A frame-by-frame schedule of two arms along their own targets (index 0 = home) through the cells
+    ``free`` [K0+1,K1+1] (True where arm 0 at target a and arm 1 at target b are far enough apart). An arm
+    may hold only at its ``stops`` ([K+1] bool; default: anywhere), the waypoints where its eased motion is
+    at rest, so a wait never stops it mid-move. Each frame both arms advance one target when that stays
+    free and still lets both finish; otherwise arm 1 waits while arm 0 advances; only when that too leads
+    nowhere does arm 0 wait for arm 1. Both end on their last target. Raises :class:`EpisodeFailed` when no
+    order of moves stays free (``planned_separation`` is left empty: the caller fills it)."""
+    k0, k1 = free.shape[0] - 1, free.shape[1] - 1
+    stops0 = np.ones(k0 + 1, bool) if stops0 is None else np.asarray(stops0, bool)
+    stops1 = np.ones(k1 + 1, bool) if stops1 is None else np.asarray(stops1, bool)
+    can = _can_finish(free, stops0, stops1)
+    if not can[0, 0]:
+        raise EpisodeFailed(f"{EpisodeFailed.PREFIX}: two arms: no order of the arms' moves keeps their grippers "
+                            "apart")
+    a = b = 0
+    prog, waiting = [], []
+    while a < k0 or b < k1:
+        na, nb = min(a + 1, k0), min(b + 1, k1)
+        if not can[na, nb]:  # both cannot advance: arm 1 waits at a stop, else arm 0 does
+            na, nb = (na, b) if (stops1[b] or b == k1) and can[na, b] else (a, nb)
+        assert can[na, nb] and (na, nb) != (a, b), "can[a, b] holds, so one of the moves does"
+        waiting.append((na == a and a < k0, nb == b and b < k1))
+        a, b = na, nb
+        prog.append((a, b))
+    return Schedule(progress=np.asarray(prog, np.int64).reshape(-1, 2),
+                    waiting=np.asarray(waiting, bool).reshape(-1, 2), planned_separation=np.zeros(0))
+
+
+def _separations(pts0: np.ndarray, pts1: np.ndarray, exact_below: float) -> tuple[np.ndarray, np.ndarray]:
+    """TCP distance [K0,K1] and the least gap between the two arms' body capsules [K0,K1] for every pair of
+    targets, from :func:`_body_points` of each arm: exact where it is below ``exact_below``, else a lower
+    bound no less than that (a capsule pair whose bounding spheres are that far apart is not measured)."""
+    tcp = np.linalg.norm(pts0[:, None, 0] - pts1[None, :, 0], axis=-1)
+    gap = np.full(tcp.shape, np.inf)
+    for i, ri in enumerate(CAPSULE_RADII):
+        p0, q0 = pts0[:, 1 + 2 * i], pts0[:, 2 + 2 * i]
+        m0, h0 = (p0 + q0) / 2, np.linalg.norm(q0 - p0, axis=-1) / 2 + ri
+        for j, rj in enumerate(CAPSULE_RADII):
+            p1, q1 = pts1[:, 1 + 2 * j], pts1[:, 2 + 2 * j]
+            m1, h1 = (p1 + q1) / 2, np.linalg.norm(q1 - p1, axis=-1) / 2 + rj
+            lower = np.linalg.norm(m0[:, None] - m1[None], axis=-1) - h0[:, None] - h1[None]
+            near = lower < exact_below
+            np.minimum(gap, np.where(near, np.inf, lower), out=gap)
+            a, b = np.nonzero(near)
+            if len(a):
+                exact = _segment_distance(p0[a], q0[a], p1[b], q1[b]) - ri - rj
+                gap[a, b] = np.minimum(gap[a, b], exact)
+    return tcp, gap
+
+
+def plan_schedule(pts0: np.ndarray, pts1: np.ndarray, params: TwoArmParams, stops0: np.ndarray | None = None,
+                  stops1: np.ndarray | None = None) -> Schedule:
+    """The schedule (:func:`schedule_two_arms`) that keeps the TCPs ``min_separation_m`` and the bodies
+    ``body_clearance_m`` apart, both with ``separation_margin_m`` to spare and checked over the last
+    ``lag_frames`` targets of both arms, for the arms' predicted TCPs and body capsules ``pts0`` and ``pts1``
+    (:func:`_body_points`), each arm holding only at its ``stops``. Raises :class:`EpisodeFailed` when there
+    is none."""
+    lag, margin = params.lag_frames, params.separation_margin_m
+    tcp, gap = _separations(pts0, pts1, params.body_clearance_m + margin + 0.01)
+    free = ((_trailing_min(tcp, lag) >= params.min_separation_m + margin)
+            & (_trailing_min(gap, lag) >= params.body_clearance_m + margin))
+    try:
+        sched = schedule_two_arms(free, stops0, stops1)
+    except EpisodeFailed:
+        raise EpisodeFailed(f"{EpisodeFailed.PREFIX}: two arms: no order of the arms' moves keeps their TCPs "
+                            f"{params.min_separation_m + margin:.3f} m and their bodies "
+                            f"{params.body_clearance_m + margin:.3f} m apart") from None
+    a, b = sched.progress[:, 0], sched.progress[:, 1]
+    sched.planned_separation, sched.planned_gap = tcp[a, b], gap[a, b]
+    return sched
+
+
+# ----------------------------------------------------------------------------- one arm's gripper
+
+
+class _Hand:
+    """One arm's fingers and grasp across frames, as :func:`pick_place.execute` runs them: the fingers follow
+    the command at the gripper's speed and stop where they meet a held object; the object is attached when
+    the grasp is tried with the TCP within tolerance, and let go when the command opens."""
+
+    def __init__(self, arm: ArmSim, params: PickPlaceParams):
+        self.arm, self.params = arm, params
+        self.step_m = params.gripper_speed / params.fps
+        self.fingers_to: np.ndarray | None = None
+        self.held: np.ndarray | None = None
+        self.attached = self.grasped = False
+        self.grasp_distance = float("nan")
+
+    def fingers(self, observed: np.ndarray, command: float) -> np.ndarray:
+        if self.attached and command > self.held.max():  # the command opens: let go as the fingers part
+            self.release()
+        goal = np.full(2, command) if self.held is None else np.maximum(command, self.held)
+        prev = observed.astype(np.float64) if self.fingers_to is None else self.fingers_to
+        self.fingers_to = prev + np.clip(goal - prev, -self.step_m, self.step_m)
+        return self.fingers_to
+
+    def try_grasp(self) -> None:
+        if self.attached:
+            return
+        hand, obj = self.arm.tcp_position(), self.arm.object_position()
+        self.grasp_distance = float(np.linalg.norm(hand - obj))
+        near = np.linalg.norm(hand[:2] - obj[:2]) <= self.params.grasp_xy_tol
+        if near and abs(hand[2] - obj[2]) <= self.params.grasp_z_tol:
+            self.arm.attach()
+            self.grasped = self.attached = True
+            self.held = self.fingers_to = self.arm.joint_state()[2].copy()
+
+    def release(self) -> None:
+        if self.attached:
+            self.arm.detach()
+            self.attached, self.held = False, None
+
+
+@dataclass
+class _ArmPlan:
+    q: np.ndarray  # [K+1,7] targets, index 0 = home
+    g: np.ndarray  # [K+1] gripper commands
+    phase: np.ndarray  # [K+1] the waypoint each target heads for (0 = home before the first move)
+    grasp_at: int  # target index at which the grasp is tried
+    release_at: int
+    fallbacks: int
+
+
+def _plan_arm(sim: TwoArmSim, scene: TwoArmScene, arm: int, rng: np.random.Generator, params: TwoArmParams
+              ) -> _ArmPlan:
+    plan = _cartesian_plan(scene.in_base(arm), params)
+    q_way, fallbacks = _solve(sim.arms[arm], plan, rng, params)
+    grip = np.array([g for _, _, g in plan])
+    q, g, phase = _schedule(q_way, grip, params.steps_per_segment)
+    steps = params.steps_per_segment
+    return _ArmPlan(q=np.concatenate([q_way[:1], q]), g=np.concatenate([grip[:1], g]),
+                    phase=np.concatenate([[0], phase]), grasp_at=PHASES.index("CLOSE_GRIPPER") * steps,
+                    release_at=PHASES.index("OPEN_GRIPPER") * steps, fallbacks=fallbacks)
+
+
+# ----------------------------------------------------------------------------- the episode
+
+
+def run_two_arms(sim: TwoArmSim, spec: EpisodeSpec, params: TwoArmParams, *, render: bool = True) -> Episode:
+    """Run one two-arm episode on ``sim``; the same spec always gives the same episode. ``render=False`` runs
+    the physics alone (no camera frames), as for :func:`pick_place.run_pick_place`."""
+    rng = np.random.default_rng(np.random.SeedSequence(spec.rng_seed))
+    failure: EpisodeFailed | None = None
+    for draw in range(params.max_scene_draws):
+        scene = sample_two_arm_scene(rng, params, sim.object_kinds)
+        sim.reset(scene)
+        try:
+            plans = [_plan_arm(sim, scene, a, rng, params) for a in range(2)]
+            pts = [_body_points(p.q, scene.base(a)) for a, p in enumerate(plans)]
+            stops = [np.arange(len(p.q)) % params.steps_per_segment == 0 for p in plans]  # the waypoints
+            sched = plan_schedule(pts[0], pts[1], params, *stops)
+        except (EpisodeFailed, RuntimeError) as exc:  # no schedule, or no IK solution
+            failure = exc
+            continue
+        return _execute(sim, spec, scene, params, plans, sched, render, draws=draw + 1)
+    raise EpisodeFailed(f"{EpisodeFailed.PREFIX}: two arms: none of {params.max_scene_draws} scenes drawn could "
+                        f"be planned; the last: {failure}")
+
+
+@dataclass
+class _Rollout:
+    state: np.ndarray  # [2,T,23] per arm, as pick-and-place's observation.state
+    flange: np.ndarray  # [2,T,4,4]
+    opening: np.ndarray  # [2,T]
+    pads: np.ndarray  # [2,T,2,3]
+    object_pose: np.ndarray  # [2,T,7]
+    images: dict[str, list[CameraImage]]
+    results: list[dict[str, Any]]  # per arm: grasped, place error, ...
+    t_physics: float
+    t_render: float
+
+
+def _rollout(sim: TwoArmSim, scene: TwoArmScene, params: TwoArmParams, plans: list[_ArmPlan], sched: Schedule,
+             render: bool) -> _Rollout:
+    """Drive both arms through the schedule, observing each frame before acting (as pick_place.execute),
+    then let the objects settle and judge each arm."""
+    n = len(sched.progress)
+    hands = [_Hand(arm, params) for arm in sim.arms]
+    r = _Rollout(state=np.zeros((2, n, 23), np.float32), flange=np.zeros((2, n, 4, 4)), opening=np.zeros((2, n)),
+                 pads=np.zeros((2, n, 2, 3)), object_pose=np.zeros((2, n, 7)),
+                 images={c: [] for c in sim.camera_names}, results=[], t_physics=0.0, t_render=0.0)
+    sim.set_rendering(render)
+    prev = np.array([-1, -1])
+    for t in range(n):
+        t0 = time.perf_counter()
+        observed = []
+        for a, arm in enumerate(sim.arms):
+            q, qd, fingers = arm.joint_state()
+            f = arm.flange_pose()
+            tcp_quat = quat_wxyz(f[:3, :3] @ _FLANGE_TO_TCP_ROT)
+            r.state[a, t] = np.concatenate([q, qd, fingers, arm.tcp_position(), tcp_quat])
+            r.flange[a, t], r.opening[a, t], r.pads[a, t] = f, float(fingers.sum()), arm.finger_pads()
+            r.object_pose[a, t] = arm.object_pose()
+            observed.append(fingers)
+        t1 = time.perf_counter()
+        if render:
+            for cam, img in sim.render().items():
+                r.images[cam].append(img)
+        t2 = time.perf_counter()
+        k = sched.progress[t]
+        sim.step([plans[a].q[k[a]] for a in range(2)],
+                 [hands[a].fingers(observed[a], plans[a].g[k[a]]) for a in range(2)])
+        for a in range(2):  # on arriving at the target where the grasp is tried / the object let go
+            if k[a] != prev[a] and k[a] == plans[a].grasp_at:
+                hands[a].try_grasp()
+            if k[a] != prev[a] and k[a] == plans[a].release_at:
+                hands[a].release()
+        prev = k
+        r.t_physics += (t1 - t0) + (time.perf_counter() - t2)
+        r.t_render += t2 - t1
+    last = sched.progress[-1]
+    for _ in range(int(params.fps)):  # let the objects settle before judging (not recorded)
+        sim.step([plans[a].q[last[a]] for a in range(2)],
+                 [hands[a].fingers(sim.arms[a].joint_state()[2], plans[a].g[last[a]]) for a in range(2)])
+    for a, arm in enumerate(sim.arms):
+        obj = arm.object_position()
+        place_err = float(np.linalg.norm(obj[:2] - np.asarray(scene.arms[a].place_xy)))
+        at_home = bool(np.max(np.abs(arm.joint_state()[0] - plans[a].q[0])) <= params.home_tol_rad)
+        resting = bool(-0.01 < obj[2] < scene.arms[a].object_size)
+        ok = hands[a].grasped and place_err <= params.success_radius and at_home and resting
+        r.results.append({"grasped": hands[a].grasped, "grasp_distance_m": hands[a].grasp_distance,
+                          "place_error_m": place_err, "at_home": at_home, "object_resting": resting,
+                          "ik_fallbacks": plans[a].fallbacks, "success": bool(ok)})
+        r.object_pose[a, :, 3:] = continuous_quaternions(r.object_pose[a, :, 3:])
+        r.state[a, :, 19:23] = continuous_quaternions(r.state[a, :, 19:23])
+    return r
+
+
+def _execute(sim: TwoArmSim, spec: EpisodeSpec, scene: TwoArmScene, params: TwoArmParams, plans: list[_ArmPlan],
+             sched: Schedule, render: bool, *, draws: int) -> Episode:
+    r = _rollout(sim, scene, params, plans, sched, render)
+    n, results = len(sched.progress), r.results
+    separation = np.linalg.norm(r.state[0, :, 16:19].astype(np.float64) - r.state[1, :, 16:19], axis=1)
+    kept = bool(separation.min() >= params.min_separation_m)
+    cameras = {}
+    for cam, frames in r.images.items():
+        if frames:
+            poses = np.stack([im.pose for im in frames])
+            cameras[cam] = CameraFrames(rgb=np.stack([im.rgb for im in frames]),
+                                        depth=np.stack([im.depth_mm for im in frames]),
+                                        intrinsics=sim.intrinsics(cam),
+                                        pose=poses if sim.camera_is_moving(cam) else poses[0])
+    k0, k1 = sched.progress[:, 0], sched.progress[:, 1]
+    action = np.concatenate([plans[0].q[k0], plans[0].g[k0, None], plans[1].q[k1], plans[1].g[k1, None]], axis=1)
+    metrics: dict[str, Any] = {}
+    for a, arm_name in enumerate(ARMS):
+        metrics.update({f"{arm_name}.task.{k}": v for k, v in results[a].items()})
+        s = scene.arms[a]
+        metrics.update({f"scene.{arm_name}.{k}": v for k, v in (
+            ("object_x", s.object_xy[0]), ("object_y", s.object_xy[1]), ("place_x", s.place_xy[0]),
+            ("place_y", s.place_xy[1]), ("object_kind", s.object_kind), ("colour", s.colour_name),
+            ("object_size_m", s.object_size))})
+    metrics.update({
+        "task.grasped": all(x["grasped"] for x in results),
+        "task.grasp_distance_m": max(x["grasp_distance_m"] for x in results),
+        "task.place_error_m": max(x["place_error_m"] for x in results),
+        "task.at_home": all(x["at_home"] for x in results),
+        "task.object_resting": all(x["object_resting"] for x in results),
+        "task.ik_fallbacks": sum(x["ik_fallbacks"] for x in results),
+        "scene.agents": 2, "scene.object_kind": scene.arms[0].object_kind, "scene.colour": scene.arms[0].colour_name,
+        "two_arms.wait_frames": int(sched.waiting[:, 1].sum()),
+        "two_arms.arm0_wait_frames": int(sched.waiting[:, 0].sum()),
+        "two_arms.min_separation_m": float(separation.min()),
+        "two_arms.planned_min_separation_m": float(sched.planned_separation.min()),
+        "two_arms.planned_min_body_gap_m": float(sched.planned_gap.min()),
+        "two_arms.required_separation_m": params.min_separation_m,
+        "two_arms.separation_kept": kept,
+        "two_arms.scene_draws": draws,
+        "timing.physics_s": r.t_physics, "timing.render_s": r.t_render,
+    })
+    bases = [list(b) for b in scene.bases]
+    return Episode(
+        episode_key=spec.episode_key,
+        task=scene.task,
+        fps=params.fps,
+        state=np.concatenate([r.state[0], r.state[1]], axis=1),
+        action=action.astype(np.float32),
+        cameras=cameras,
+        gripper_pose=r.flange[0],
+        gripper_opening=r.opening[0],
+        success=all(x["success"] for x in results) and kept,
+        robot_type="franka",
+        provenance={
+            "backend": sim.name, "backend_version": sim.version, "task": "two_arms",
+            "source": spec.source, "seed": spec.seed, "index": spec.index, "params": spec.params,
+            "task_params": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(params).items()},
+            "arm_bases": bases,
+            "allocation": {arm: {"object": int(o), "place": int(p)} for arm, (o, p) in zip(ARMS, scene.allocation)},
+        },
+        gripper_geometry={**sim.gripper_geometry(), "grippers": list(ARMS), "arm_bases": bases},
+        frame_features={
+            "contact.pads": r.pads.transpose(1, 0, 2, 3).reshape(n, 4, 3).astype(np.float32),
+            "task.phase": plans[0].phase[k0].astype(np.int64),
+            "arm1.task.phase": plans[1].phase[k1].astype(np.int64),
+            "object.pose": r.object_pose[0].astype(np.float32),
+            "arm1.object.pose": r.object_pose[1].astype(np.float32),
+            "arm1.gripper_pose": r.flange[1].astype(np.float32),
+            "arm1.gripper_opening": r.opening[1].astype(np.float32),
+            "two_arms.waiting": sched.waiting.copy(),
+            "two_arms.separation_m": separation.astype(np.float32),
+        },
+        names={"observation.state": [f"{arm}_{x}" for arm in ARMS for x in STATE_NAMES],
+               "action": [f"{arm}_{x}" for arm in ARMS for x in ACTION_NAMES],
+               "object.pose": list(OBJECT_POSE_NAMES), "arm1.object.pose": list(OBJECT_POSE_NAMES),
+               "contact.pads": list(PAD_NAMES), "two_arms.waiting": list(ARMS)},
+        metrics=metrics,
+    )
