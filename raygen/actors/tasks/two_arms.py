@@ -51,23 +51,30 @@ import numpy as np
 
 from raygen.actors.spec import EpisodeFailed, EpisodeSpec
 from raygen.actors.tasks.pick_place import (
-    _DH,
     _FLANGE_TO_TCP_ROT,
     ACTION_NAMES,
     COLOURS,
-    FLANGE_D,
     OBJECT_POSE_NAMES,
     PHASES,
     STATE_NAMES,
-    TCP_D,
     CameraImage,
     PickPlaceParams,
     Scene,
     _cartesian_plan,
-    _dh,
     _schedule,
     _solve,
     quat_wxyz,
+)
+from raygen.actors.tasks.two_arm_plan import (  # noqa: F401 (capsules, _segment_distance: re-exported)
+    CAPSULE_RADII,
+    HAND_CAPSULES,
+    LINK_CAPSULES,
+    Schedule,
+    _body_points,
+    _panda_frames,
+    _segment_distance,
+    plan_schedule,
+    schedule_two_arms,
 )
 from raygen.datasets.episode import CameraFrames, Episode, continuous_quaternions
 
@@ -87,18 +94,6 @@ __all__ = [
 ]
 
 ARMS = ("arm0", "arm1")
-LINK_CAPSULES = ((1, 3, 0.075), (3, 4, 0.075), (4, 5, 0.08), (5, 7, 0.075), (7, 8, 0.06))
-"""The Panda's links from the shoulder to the flange as capsules (from frame, to frame, radius) between
-the origins of :func:`_panda_frames` (1: shoulder, 3 and 4: elbow, 5: wrist, 7: joint 7, 8: flange). The
-base and the first link are left out: the bases stand apart."""
-HAND_CAPSULES = (
-    ((0.0, -0.065, -0.063), (0.0, 0.065, -0.063), 0.045),  # the hand, 21 cm along y
-    ((0.0, -0.05, -0.02), (0.0, 0.05, -0.02), 0.035),  # the fingers, open
-    ((0.0, 0.0, 0.0), (0.0, 0.0, 0.0), 0.035),  # between the fingertips: a held object
-)
-"""The Franka hand, fingers and a held object as capsules (end, end, radius) in the TCP frame (z along the
-fingers, y their closing axis). Checked against PyBullet's collision shapes of two Pandas 1 m apart in 400
-random poses: no contact where these capsules are more than 2 cm apart."""
 PAD_NAMES = [f"{arm}_{pad}_{ax}" for arm in ARMS for pad in ("left_pad", "right_pad") for ax in "xyz"]
 
 
@@ -278,171 +273,6 @@ class TwoArmSim(Protocol):
     def intrinsics(self, camera: str) -> np.ndarray: ...
     def camera_is_moving(self, camera: str) -> bool: ...
     def gripper_geometry(self) -> dict[str, Any]: ...
-
-
-# ----------------------------------------------------------------------------- the schedule
-
-
-@dataclass
-class Schedule:
-    """Which target of each arm's own schedule each frame applies (index 0 = home before the first move,
-    k = the k-th eased target)."""
-
-    progress: np.ndarray
-    """[T,2] int: per frame, the target index of arm 0 and of arm 1."""
-    waiting: np.ndarray
-    """[T,2] bool: the arm holds its target although it has not finished."""
-    planned_separation: np.ndarray
-    """[T] the predicted TCP distance of the targets each frame applies."""
-    planned_gap: np.ndarray | None = None
-    """[T] the predicted least gap between the arms' bodies (LINK_CAPSULES, HAND_CAPSULES)."""
-
-
-def _panda_frames(q: np.ndarray) -> list[np.ndarray]:
-    """The Panda's frames in its base frame: [0] the base, [1..7] after each joint, [8] the flange, [9] the
-    TCP (the same chain as :func:`pick_place.panda_fk`)."""
-    t, out = np.eye(4), [np.eye(4)]
-    for (a, d, alpha), theta in zip(_DH, q):
-        t = t @ _dh(a, d, alpha, theta)
-        out.append(t)
-    out.append(t := t @ _dh(0, FLANGE_D, 0, 0))
-    out.append(t @ _dh(0, TCP_D, 0, -np.pi / 4))
-    return out
-
-
-CAPSULE_RADII = np.array([r for *_, r in LINK_CAPSULES] + [r for *_, r in HAND_CAPSULES])
-
-
-def _body_points(q: np.ndarray, base: np.ndarray) -> np.ndarray:
-    """[K,1+2C,3] world positions, for joint targets [K,7], of the TCP and then of both ends of each body
-    capsule (LINK_CAPSULES, then HAND_CAPSULES; radii CAPSULE_RADII)."""
-    hand = np.array([end for p, q_, _ in HAND_CAPSULES for end in (p, q_)])
-    out = []
-    for qk in q:
-        f = [base @ m for m in _panda_frames(qk)]
-        links = [f[k][:3, 3] for i, j, _ in LINK_CAPSULES for k in (i, j)]
-        out.append(np.concatenate([f[9][None, :3, 3], links, hand @ f[9][:3, :3].T + f[9][:3, 3]]))
-    return np.asarray(out)
-
-
-def _segment_distance(p1: np.ndarray, q1: np.ndarray, p2: np.ndarray, q2: np.ndarray) -> np.ndarray:
-    """Distance between segments p1-q1 and p2-q2 (broadcast arrays [...,3]), closest points as in Ericson,
-    Real-Time Collision Detection 5.1.9; a segment may be a point."""
-    eps = 1e-12
-    d1, d2, r = q1 - p1, q2 - p2, p1 - p2
-    a, e = (d1 * d1).sum(-1), (d2 * d2).sum(-1)
-    b, c, f = (d1 * d2).sum(-1), (d1 * r).sum(-1), (d2 * r).sum(-1)
-    denom = a * e - b * b
-    s = np.where(denom > eps, np.clip((b * f - c * e) / np.maximum(denom, eps), 0.0, 1.0), 0.0)
-    t = np.where(e > eps, (b * s + f) / np.maximum(e, eps), 0.0)
-    s_lo = np.where(a > eps, np.clip(-c / np.maximum(a, eps), 0.0, 1.0), 0.0)
-    s_hi = np.where(a > eps, np.clip((b - c) / np.maximum(a, eps), 0.0, 1.0), 0.0)
-    s = np.where(e > eps, np.where(t < 0.0, s_lo, np.where(t > 1.0, s_hi, s)), s_lo)  # a point: s_lo
-    t = np.clip(t, 0.0, 1.0)
-    return np.linalg.norm(p1 + d1 * s[..., None] - (p2 + d2 * t[..., None]), axis=-1)
-
-
-def _trailing_min(d: np.ndarray, lag: int) -> np.ndarray:
-    """d[a, b] -> min over d[a-lag..a, b-lag..b] (indices clipped at 0)."""
-    out = d.copy()
-    for _ in range(lag):
-        out[1:] = np.minimum(out[1:], out[:-1])
-    for _ in range(lag):
-        out[:, 1:] = np.minimum(out[:, 1:], out[:, :-1])
-    return out
-
-
-def _can_finish(free: np.ndarray, stops0: np.ndarray, stops1: np.ndarray) -> np.ndarray:
-    """can[a, b]: from targets (a, b) both arms reach their last targets through free cells only, each frame
-    advancing both arms by one target, or one of them while the other holds at one of its stops."""
-    k0, k1 = free.shape[0] - 1, free.shape[1] - 1
-    can = np.zeros_like(free)
-    below = [False] * (k1 + 1)  # can[min(a + 1, k0)]
-    for a in range(k0, -1, -1):
-        row, f, hold0 = [False] * (k1 + 1), free[a].tolist(), bool(stops0[a])
-        if a == k0:
-            below = row  # arm 0 has arrived: it stays
-        for b in range(k1, -1, -1):
-            nb = min(b + 1, k1)
-            row[b] = f[b] and ((a == k0 and b == k1) or below[nb] or (bool(stops1[b]) and below[b])
-                               or (hold0 and b < k1 and row[nb]))
-        can[a] = row
-        below = row
-    return can
-
-
-def schedule_two_arms(free: np.ndarray, stops0: np.ndarray | None = None, stops1: np.ndarray | None = None
-                      ) -> Schedule:
-    """A frame-by-frame schedule of two arms along their own targets (index 0 = home) through the cells
-    ``free`` [K0+1,K1+1] (True where arm 0 at target a and arm 1 at target b are far enough apart). An arm
-    may hold only at its ``stops`` ([K+1] bool; default: anywhere), the waypoints where its eased motion is
-    at rest, so a wait never stops it mid-move. Each frame both arms advance one target when that stays
-    free and still lets both finish; otherwise arm 1 waits while arm 0 advances; only when that too leads
-    nowhere does arm 0 wait for arm 1. Both end on their last target. Raises :class:`EpisodeFailed` when no
-    order of moves stays free (``planned_separation`` is left empty: the caller fills it)."""
-    k0, k1 = free.shape[0] - 1, free.shape[1] - 1
-    stops0 = np.ones(k0 + 1, bool) if stops0 is None else np.asarray(stops0, bool)
-    stops1 = np.ones(k1 + 1, bool) if stops1 is None else np.asarray(stops1, bool)
-    can = _can_finish(free, stops0, stops1)
-    if not can[0, 0]:
-        raise EpisodeFailed(f"{EpisodeFailed.PREFIX}: two arms: no order of the arms' moves keeps their grippers "
-                            "apart")
-    a = b = 0
-    prog, waiting = [], []
-    while a < k0 or b < k1:
-        na, nb = min(a + 1, k0), min(b + 1, k1)
-        if not can[na, nb]:  # both cannot advance: arm 1 waits at a stop, else arm 0 does
-            na, nb = (na, b) if (stops1[b] or b == k1) and can[na, b] else (a, nb)
-        assert can[na, nb] and (na, nb) != (a, b), "can[a, b] holds, so one of the moves does"
-        waiting.append((na == a and a < k0, nb == b and b < k1))
-        a, b = na, nb
-        prog.append((a, b))
-    return Schedule(progress=np.asarray(prog, np.int64).reshape(-1, 2),
-                    waiting=np.asarray(waiting, bool).reshape(-1, 2), planned_separation=np.zeros(0))
-
-
-def _separations(pts0: np.ndarray, pts1: np.ndarray, exact_below: float) -> tuple[np.ndarray, np.ndarray]:
-    """TCP distance [K0,K1] and the least gap between the two arms' body capsules [K0,K1] for every pair of
-    targets, from :func:`_body_points` of each arm: exact where it is below ``exact_below``, else a lower
-    bound no less than that (a capsule pair whose bounding spheres are that far apart is not measured)."""
-    tcp = np.linalg.norm(pts0[:, None, 0] - pts1[None, :, 0], axis=-1)
-    gap = np.full(tcp.shape, np.inf)
-    for i, ri in enumerate(CAPSULE_RADII):
-        p0, q0 = pts0[:, 1 + 2 * i], pts0[:, 2 + 2 * i]
-        m0, h0 = (p0 + q0) / 2, np.linalg.norm(q0 - p0, axis=-1) / 2 + ri
-        for j, rj in enumerate(CAPSULE_RADII):
-            p1, q1 = pts1[:, 1 + 2 * j], pts1[:, 2 + 2 * j]
-            m1, h1 = (p1 + q1) / 2, np.linalg.norm(q1 - p1, axis=-1) / 2 + rj
-            lower = np.linalg.norm(m0[:, None] - m1[None], axis=-1) - h0[:, None] - h1[None]
-            near = lower < exact_below
-            np.minimum(gap, np.where(near, np.inf, lower), out=gap)
-            a, b = np.nonzero(near)
-            if len(a):
-                exact = _segment_distance(p0[a], q0[a], p1[b], q1[b]) - ri - rj
-                gap[a, b] = np.minimum(gap[a, b], exact)
-    return tcp, gap
-
-
-def plan_schedule(pts0: np.ndarray, pts1: np.ndarray, params: TwoArmParams, stops0: np.ndarray | None = None,
-                  stops1: np.ndarray | None = None) -> Schedule:
-    """The schedule (:func:`schedule_two_arms`) that keeps the TCPs ``min_separation_m`` and the bodies
-    ``body_clearance_m`` apart, both with ``separation_margin_m`` to spare and checked over the last
-    ``lag_frames`` targets of both arms, for the arms' predicted TCPs and body capsules ``pts0`` and ``pts1``
-    (:func:`_body_points`), each arm holding only at its ``stops``. Raises :class:`EpisodeFailed` when there
-    is none."""
-    lag, margin = params.lag_frames, params.separation_margin_m
-    tcp, gap = _separations(pts0, pts1, params.body_clearance_m + margin + 0.01)
-    free = ((_trailing_min(tcp, lag) >= params.min_separation_m + margin)
-            & (_trailing_min(gap, lag) >= params.body_clearance_m + margin))
-    try:
-        sched = schedule_two_arms(free, stops0, stops1)
-    except EpisodeFailed:
-        raise EpisodeFailed(f"{EpisodeFailed.PREFIX}: two arms: no order of the arms' moves keeps their TCPs "
-                            f"{params.min_separation_m + margin:.3f} m and their bodies "
-                            f"{params.body_clearance_m + margin:.3f} m apart") from None
-    a, b = sched.progress[:, 0], sched.progress[:, 1]
-    sched.planned_separation, sched.planned_gap = tcp[a, b], gap[a, b]
-    return sched
 
 
 # ----------------------------------------------------------------------------- one arm's gripper
