@@ -9,7 +9,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import av
 
@@ -112,7 +112,7 @@ class WorkerBenchRow:
 
 
 def bench_worker(*, sizes: tuple[int, ...] = (128, 256), episodes: int = 3, steps_per_segment: int = 30,
-                 renderer: str = "auto") -> list[WorkerBenchRow]:
+                 renderer: str = "auto", task: dict[str, Any] | None = None) -> list[WorkerBenchRow]:
     """One hosted PyBullet worker per size: episodes/minute and where an episode's time goes.
 
     Baseline in the same run: the same specs on the same backend in this process (no child, no transfer).
@@ -123,7 +123,8 @@ def bench_worker(*, sizes: tuple[int, ...] = (128, 256), episodes: int = 3, step
 
     rows = []
     for size in sizes:
-        opts = {"width": size, "height": size, "renderer": renderer, "task": {"steps_per_segment": steps_per_segment}}
+        opts = {"width": size, "height": size, "renderer": renderer,
+                "task": {"steps_per_segment": steps_per_segment, **(task or {})}}
         specs = [EpisodeSpec("bench-pick_place", 0, i) for i in range(episodes + 1)]
         host = WorkerHost(HostConfig(backend="bullet", options=opts))
         try:

@@ -128,9 +128,26 @@ def _cmd_bench_worker(args: argparse.Namespace) -> int:
     from raygen.bench import bench_worker, format_worker_bench
 
     rows = bench_worker(sizes=tuple(args.sizes), episodes=args.episodes, steps_per_segment=args.steps_per_segment,
-                        renderer=args.renderer)
+                        renderer=args.renderer, task=_task_overrides(args.set))
     print(format_worker_bench(rows))
     return 0
+
+
+def _task_overrides(items: list[str]) -> dict:
+    """--set scene.lighting.enabled=true ... -> nested task parameters (values read as YAML)."""
+    import yaml
+
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set: {item!r} is not KEY=VALUE (e.g. scene.lighting.enabled=true)")
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return out
 
 
 def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
@@ -438,6 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     bk.add_argument("--episodes", type=int, default=3, help="timed episodes per size (after one warm-up)")
     bk.add_argument("--steps-per-segment", type=int, default=30, help="frames per phase (9 phases)")
     bk.add_argument("--renderer", default="auto", choices=["auto", "tiny", "egl"])
+    bk.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a task parameter, dotted for nested ones, e.g. --set scene.lighting.enabled=true")
     bk.set_defaults(func=_cmd_bench_worker)
 
     bp = bsub.add_parser("pipeline", help="full run vs. the same hosts generating without downstream stages")

@@ -122,7 +122,8 @@ class SourceConfig(_Strict):
                                                       "size for DROID (a smaller one downscales).")
     height: int | None = Field(None, ge=8, description="Camera image height in pixels (even); None as for width.")
     task_params: dict[str, Any] = Field(default_factory=dict,
-                                        description="Task parameters (PickPlaceParams fields, e.g. steps_per_segment; "
+                                        description="Task parameters (PickPlaceParams fields, e.g. steps_per_segment, "
+                                                    "and scene: scene variation, raygen.actors.tasks.scene; "
                                                     "SoftParams fields for soft_pick_place, e.g. materials; "
                                                     "TwoArmParams for two_arms, e.g. min_separation_m).")
     backend_options: dict[str, Any] = Field(default_factory=dict,

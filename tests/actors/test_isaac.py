@@ -110,8 +110,8 @@ CONFIRMED_5X = {
                                                 "interface_config_loader"},
     "isaacsim.sensors.camera": {"Camera"},
     "isaacsim.storage.native": {"get_assets_root_path"},
-    "pxr": {"Gf", "UsdPhysics"},
-}
+    "pxr": {"Gf", "UsdPhysics", "UsdLux", "UsdGeom"},  # UsdLux/UsdGeom: run against usd-core 24.5 in
+}                                                        # test_scene_variation's Isaac-adapter test (skips without)
 SIMULATION_APP_KEYS_5X = {"headless", "width", "height", "renderer", "active_gpu", "physics_gpu", "multi_gpu",
                           "limit_cpu_threads", "anti_aliasing", "extra_args"}
 

@@ -6,6 +6,15 @@ z backward), so OpenCV = diag(1,-1,-1) of OpenGL and the view matrix PyBullet
 needs is ``diag(1,-1,-1,1) @ inv(pose)``. Depth is the linearized depth
 buffer (distance along the optical axis) in uint16 millimetres, 0 where
 nothing was hit.
+
+Scene variation (:mod:`raygen.actors.tasks.scene`, set by :meth:`BulletPickPlace.vary` before a reset):
+distractors are dynamic boxes and cylinders; the platform is a dynamic slab held by a fixed constraint
+whose pivot moves every physics substep (so it has a real velocity and a carried object rides it by
+friction; it does not touch the table); the person is a capsule that collides with nothing, put where it
+walks after every frame. The tiny renderer takes the light's direction, colour, ambient, diffuse and
+specular terms and shadows as they are; the EGL renderer only takes a direction, so there the colour and
+strength are applied to the image as a gain (white, intensity 0.35 and ambient 0.6 being a gain of 1), and
+since EGL keeps the last direction it was given, the next episode without lighting starts a fresh client.
 """
 
 from __future__ import annotations
@@ -16,12 +25,15 @@ import pkgutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from raygen._deps import require
 from raygen.actors.tasks.pick_place import GRIPPER_OPEN, HOME_Q, WRIST_CAMERA_IN_HAND, CameraImage, Scene
+
+if TYPE_CHECKING:
+    from raygen.actors.tasks.scene_plan import Light, SceneVariation
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +46,9 @@ _TCP = 11  # panda_grasptarget
 _GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])
 PAD_OFFSET = np.array([0.0, 0.0, 0.045])  # finger link frame -> pad centre (pybullet_data panda.urdf)
 NEAR, FAR = 0.02, 4.0
+PERSON_RGBA = (0.3, 0.38, 0.62, 1.0)
+PLATFORM_RGBA = (0.18, 0.18, 0.2, 1.0)
+_NEUTRAL_LIGHT = 0.6 + 0.35  # the tiny renderer's own ambient + diffuse terms: a gain of 1 on EGL
 
 
 def _look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.ndarray:
@@ -89,6 +104,13 @@ class BulletPickPlace:
         if renderer not in ("auto", "tiny", "egl"):
             raise ValueError(f"renderer: {renderer!r} is not one of auto, tiny, egl")
         self.render_probe: dict[str, float] = {}
+        self._variation: SceneVariation | None = None  # this episode's scene variation
+        self._pending: SceneVariation | None = None  # set by vary(), built by the next reset()
+        self._steps = 0  # frames stepped since the reset
+        self._egl_lit = False  # the EGL renderer was given a light direction (it keeps it)
+        self._platform: tuple[int, int] | None = None  # (body, constraint)
+        self._person: int | None = None
+        self.distractors: list[int] = []
         self._choose_renderer(renderer)
         fy = (self.height / 2) / np.tan(np.radians(self.fov) / 2)
         self._k = np.array([[fy, 0, self.width / 2 - 0.5], [0, fy, self.height / 2 - 0.5], [0, 0, 1.0]])
@@ -185,19 +207,93 @@ class BulletPickPlace:
             raise RuntimeError("the EGL renderer returned an empty depth buffer")
         return dt
 
-    def _raw_image(self, pose: np.ndarray, proj: Any) -> tuple[np.ndarray, np.ndarray]:
+    def _raw_image(self, pose: np.ndarray, proj: Any, light: Light | None = None) -> tuple[np.ndarray, np.ndarray]:
         view = (_GL_TO_CV @ np.linalg.inv(pose)).T.reshape(-1).tolist()  # column-major for OpenGL
         renderer = self.p.ER_BULLET_HARDWARE_OPENGL if self._egl_plugin is not None else self.p.ER_TINY_RENDERER
+        kw: dict[str, Any] = {}
+        if light is not None and self._egl_plugin is not None:
+            kw = {"lightDirection": light.direction.tolist()}
+            self._egl_lit = True
+        elif light is not None:  # all terms at once: one given alone sets the others to 0
+            kw = {"lightDirection": light.direction.tolist(), "lightColor": light.rgb.tolist(), "lightDistance": 2.0,
+                  "lightAmbientCoeff": light.ambient, "lightDiffuseCoeff": light.intensity,
+                  "lightSpecularCoeff": light.specular, "shadow": int(light.shadows)}
         _, _, rgba, depth, _ = self.p.getCameraImage(self.width, self.height, view, proj, renderer=renderer,
                                                      flags=self.p.ER_NO_SEGMENTATION_MASK,
-                                                     physicsClientId=self.client)
+                                                     physicsClientId=self.client, **kw)
         rgba = np.asarray(rgba, dtype=np.uint8).reshape(self.height, self.width, 4)
-        return rgba[..., :3], np.asarray(depth, dtype=np.float32).reshape(self.height, self.width)
+        rgb = rgba[..., :3]
+        if light is not None and self._egl_plugin is not None:
+            gain = light.rgb * (light.ambient + light.intensity) / _NEUTRAL_LIGHT
+            rgb = np.clip(rgb * gain, 0, 255).astype(np.uint8)
+        return rgb, np.asarray(depth, dtype=np.float32).reshape(self.height, self.width)
 
     # ------------------------------------------------------------------ PickPlaceSim
     def reset(self, scene: Scene) -> None:
         self._constraint = None
+        self._variation, self._pending = self._pending, None
+        self._steps = 0
+        if self._egl_lit and (self._variation is None or self._variation.lighting is None):
+            self._fresh_egl_client()  # EGL would keep the last episode's light
         self._build(scene)
+        if self._variation is not None:
+            self._build_variation(scene, self._variation)
+
+    def vary(self, variation: SceneVariation) -> None:
+        """The next :meth:`reset` builds ``variation`` too (distractors, platform, person; light at render)."""
+        self._pending = variation
+
+    def _fresh_egl_client(self) -> None:
+        self.p.disconnect(physicsClientId=self.client)
+        self.client = self.p.connect(self.p.DIRECT)
+        self._load_egl()
+        self._egl_lit = False
+
+    def _build_variation(self, scene: Scene, v: SceneVariation) -> None:
+        p, c = self.p, self.client
+        self.distractors, self._platform, self._person = [], None, None
+        for d in v.distractors:
+            sx, sy, sz = d.size
+            if d.kind == "cylinder":
+                col = p.createCollisionShape(p.GEOM_CYLINDER, radius=sx / 2, height=sz, physicsClientId=c)
+                vis = p.createVisualShape(p.GEOM_CYLINDER, radius=sx / 2, length=sz, rgbaColor=d.rgba,
+                                          physicsClientId=c)
+            else:
+                col = p.createCollisionShape(p.GEOM_BOX, halfExtents=[sx / 2, sy / 2, sz / 2], physicsClientId=c)
+                vis = p.createVisualShape(p.GEOM_BOX, halfExtents=[sx / 2, sy / 2, sz / 2], rgbaColor=d.rgba,
+                                          physicsClientId=c)
+            body = p.createMultiBody(v.params.distractors.mass_kg, col, vis, basePosition=[*d.xy, sz / 2 + 1e-4],
+                                     baseOrientation=p.getQuaternionFromEuler([0, 0, d.yaw]), physicsClientId=c)
+            p.changeDynamics(body, -1, lateralFriction=1.0, physicsClientId=c)
+            self.distractors.append(body)
+        if v.platform is not None:
+            pf = v.platform
+            half = [pf.size[0] / 2, pf.size[1] / 2, pf.size[2] / 2]
+            yaw = p.getQuaternionFromEuler([0, 0, pf.heading_rad])
+            at = [*pf.position(0.0).tolist(), pf.size[2] / 2]
+            body = p.createMultiBody(
+                5.0, p.createCollisionShape(p.GEOM_BOX, halfExtents=half, physicsClientId=c),
+                p.createVisualShape(p.GEOM_BOX, halfExtents=half, rgbaColor=PLATFORM_RGBA, physicsClientId=c),
+                basePosition=at, baseOrientation=yaw, physicsClientId=c)
+            p.setCollisionFilterPair(body, self.table, -1, -1, 0, physicsClientId=c)  # it slides over the table
+            p.changeDynamics(body, -1, lateralFriction=1.5, physicsClientId=c)
+            cid = p.createConstraint(body, -1, -1, -1, p.JOINT_FIXED, [0, 0, 0], [0, 0, 0], at,
+                                     childFrameOrientation=yaw, physicsClientId=c)
+            p.changeConstraint(cid, maxForce=5000, physicsClientId=c)
+            self._platform = (body, cid)
+            if pf.carries_object:
+                s = scene.object_size
+                p.resetBasePositionAndOrientation(self.obj, [*pf.start, pf.size[2] + s / 2 + 1e-4], [0, 0, 0, 1],
+                                                  physicsClientId=c)
+        if v.person is not None:
+            pr = v.person
+            length = max(pr.height - 2 * pr.radius, 0.0)
+            col = p.createCollisionShape(p.GEOM_CAPSULE, radius=pr.radius, height=length, physicsClientId=c)
+            vis = p.createVisualShape(p.GEOM_CAPSULE, radius=pr.radius, length=length, rgbaColor=PERSON_RGBA,
+                                      physicsClientId=c)
+            self._person = p.createMultiBody(0, col, vis, basePosition=[*pr.position(0.0).tolist(), pr.height / 2],
+                                             physicsClientId=c)
+            p.setCollisionFilterGroupMask(self._person, -1, 0, 0, physicsClientId=c)  # touches nothing
 
     def ik(self, target_xyz: np.ndarray, q_seed: np.ndarray) -> np.ndarray | None:
         """PyBullet's IK for the TCP pointing down; tries a few hand yaws, keeps the first that lands
@@ -231,8 +327,22 @@ class BulletPickPlace:
                                     forces=[87.0] * 4 + [12.0] * 3, positionGains=[0.3] * 7, physicsClientId=c)
         p.setJointMotorControlArray(self.robot, list(_FINGERS), p.POSITION_CONTROL,
                                     targetPositions=fingers, forces=[40.0, 40.0], physicsClientId=c)
-        for _ in range(self.substeps):
-            p.stepSimulation(physicsClientId=c)
+        v = self._variation
+        if v is None or (v.platform is None and v.person is None):
+            for _ in range(self.substeps):
+                p.stepSimulation(physicsClientId=c)
+        else:
+            for k in range(self.substeps):
+                if self._platform is not None:
+                    at = v.platform.position((self._steps + (k + 1) / self.substeps) / self.fps)
+                    p.changeConstraint(self._platform[1], jointChildPivot=[*at.tolist(), v.platform.size[2] / 2],
+                                       maxForce=5000, physicsClientId=c)
+                p.stepSimulation(physicsClientId=c)
+        self._steps += 1
+        if self._person is not None:
+            xy = v.person.position(self._steps / self.fps)
+            p.resetBasePositionAndOrientation(self._person, [*xy.tolist(), v.person.height / 2], [0, 0, 0, 1],
+                                              physicsClientId=c)
 
     def joint_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         states = self.p.getJointStates(self.robot, _ARM + list(_FINGERS), physicsClientId=self.client)
@@ -372,9 +482,11 @@ class BulletPickPlace:
 
     def render(self) -> dict[str, CameraImage]:
         out = {}
+        v = self._variation
+        light = v.lighting.at(self._steps / self.fps) if v is not None and v.lighting is not None else None
         for cam in self.camera_names:
             pose = self.camera_pose(cam)
-            rgb, zbuf = self._raw_image(pose, self._proj)
+            rgb, zbuf = self._raw_image(pose, self._proj, light)
             depth_m = FAR * NEAR / (FAR - (FAR - NEAR) * zbuf)
             mm = np.where(zbuf >= 0.99999, 0, np.round(depth_m * 1000.0)).clip(0, 65535).astype(np.uint16)
             out[cam] = CameraImage(rgb=np.ascontiguousarray(rgb), depth_mm=mm, pose=pose)
@@ -385,7 +497,8 @@ class BulletPickPlace:
 
     def capabilities(self) -> dict[str, Any]:
         return {"resolution": [self.height, self.width], "renderer": self.renderer_name,
-                "render_probe_s": self.render_probe}
+                "render_probe_s": self.render_probe, "scene_variation": ["lighting", "distractors", "platform",
+                                                                         "person"]}
 
     def camera_is_moving(self, camera: str) -> bool:
         return camera == "cam_wrist"

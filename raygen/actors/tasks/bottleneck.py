@@ -126,6 +126,7 @@ def run_bottleneck(sim: RestorableSim, spec: EpisodeSpec, params: PickPlaceParam
     if steps < 2:
         raise ValueError(f"{where}.recovery_steps: must be >= 2, got {steps}")
     scene = _scene(b.get("scene") or {}, where)
+    params = replace(params, scene={})  # a restored state has no distractors, platform or person (not modelled)
 
     sim.set_rendering(render)  # before the reset: a simulator may warm up its renderer there
     sim.reset(scene)

@@ -14,13 +14,16 @@ transition ``steps_per_segment`` frames (9 x 30 = 270 frames by default).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Protocol
+from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from raygen.actors.spec import EpisodeSpec
 from raygen.datasets.episode import CameraFrames, Episode, continuous_quaternions
+
+if TYPE_CHECKING:
+    from raygen.actors.tasks.scene import SceneVariationParams
 
 __all__ = [
     "GRIPPER_CLOSED",
@@ -104,6 +107,10 @@ class PickPlaceParams:
     """How fast each finger follows the gripper command, m/s (the Franka hand: ~0.05; 1.7 mm a frame at
     30 fps). The command (the action) switches open/closed; the fingers move at this speed, stop where they
     meet the object, and part from it at this speed when the command opens."""
+    scene: dict[str, Any] = field(default_factory=dict)
+    """Scene variation: lighting, distractors, a moving platform, a person proxy (the fields of
+    :class:`raygen.actors.tasks.scene.SceneVariationParams`, each part off unless ``enabled``). Empty or all
+    off: the episode is the same, byte for byte, as without it."""
 
     @classmethod
     def from_options(cls, options: dict[str, Any], *, where: str = "task") -> PickPlaceParams:
@@ -117,7 +124,21 @@ class PickPlaceParams:
             raise ValueError(f"{where}.steps_per_segment: must be >= 2, got {params.steps_per_segment}")
         if not params.gripper_speed > 0:
             raise ValueError(f"{where}.gripper_speed: must be > 0 (m/s per finger), got {params.gripper_speed}")
+        if not isinstance(params.scene, dict):
+            raise ValueError(f"{where}.scene: must be a mapping (lighting, distractors, platform, person), got "
+                             f"{params.scene!r}")
+        if params.scene:
+            from raygen.actors.tasks.scene import SceneVariationParams
+
+            SceneVariationParams.from_options(params.scene, where=f"{where}.scene")
         return params
+
+    @property
+    def variation(self) -> SceneVariationParams:
+        """The parsed ``scene`` section."""
+        from raygen.actors.tasks.scene import SceneVariationParams
+
+        return SceneVariationParams.from_options(self.scene)
 
     @property
     def frames(self) -> int:
@@ -323,7 +344,12 @@ def run_pick_place(sim: PickPlaceSim, spec: EpisodeSpec, params: PickPlaceParams
     """Run one pick-and-place episode on ``sim``; the same spec always gives the same episode.
 
     ``render=False`` runs the physics alone (no camera frames: a first pass that only decides success, see
-    :func:`raygen.actors._backend.render_if_kept`); the physics is the same either way."""
+    :func:`raygen.actors._backend.render_if_kept`); the physics is the same either way. With a scene
+    variation on (``params.scene``), :func:`raygen.actors.tasks.varied.run_varied` runs it."""
+    if params.scene and params.variation.active:
+        from raygen.actors.tasks.varied import run_varied
+
+        return run_varied(sim, spec, params, render=render)
     rng = np.random.default_rng(np.random.SeedSequence(spec.rng_seed))
     scene = sample_scene(rng, params, sim.object_kinds)
     sim.set_rendering(render)  # before the reset: a simulator may warm up its renderer there
@@ -440,6 +466,9 @@ def to_episode(sim: PickPlaceSim, spec: EpisodeSpec, scene: Scene, params: PickP
                q_tgt: np.ndarray, g_tgt: np.ndarray, phase: np.ndarray, *, metrics: dict[str, Any] | None = None,
                provenance: dict[str, Any] | None = None, task: str = "pick_place") -> Episode:
     """The episode of a rollout (camera frames only if it was rendered)."""
+    task_params = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(params).items()}
+    if "scene" in task_params and not (params.scene and params.variation.active):
+        del task_params["scene"]  # no variation: the provenance of an episode without the section
     state = r.state.copy()
     state[:, 19:23] = continuous_quaternions(state[:, 19:23])  # per frame it is w >= 0; along time, no flips
     action = np.concatenate([q_tgt, g_tgt[:, None]], axis=1).astype(np.float32)  # the gripper command itself
@@ -469,7 +498,7 @@ def to_episode(sim: PickPlaceSim, spec: EpisodeSpec, scene: Scene, params: PickP
         provenance={
             "backend": sim.name, "backend_version": sim.version, "task": task,
             "source": spec.source, "seed": spec.seed, "index": spec.index, "params": spec.params,
-            "task_params": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(params).items()},
+            "task_params": task_params,
             **(provenance or {}),
         },
         gripper_geometry=sim.gripper_geometry(),

@@ -130,6 +130,9 @@ class TwoArmParams(PickPlaceParams):
             problems.append(f"{where}.separation_margin_m: must be >= 0 metres, got {params.separation_margin_m}")
         if not params.body_clearance_m >= 0:
             problems.append(f"{where}.body_clearance_m: must be >= 0 metres, got {params.body_clearance_m}")
+        if getattr(params, "scene", None) and params.variation.active:
+            problems.append(f"{where}.scene: scene variation (lighting, distractors, platform, person) is not "
+                            "supported with two arms yet")
         if params.max_scene_draws < 1:
             problems.append(f"{where}.max_scene_draws: must be >= 1, got {params.max_scene_draws}")
         if params.lag_frames < 0:
