@@ -161,6 +161,7 @@ def test_a_fast_success_check_on_two_episodes(episodes):
     assert not failures
 
 
+@pytest.mark.slow  # ~8-16 s; determinism of the rigid task stays in the default suite
 def test_the_same_spec_gives_the_same_episode(episodes):
     """In a fresh world (nothing carried over from earlier episodes), physics alone then rendered
     (render_if_kept): the same physics both times, and the same episode as the first world made."""
