@@ -51,6 +51,41 @@ PLATFORM_RGBA = (0.18, 0.18, 0.2, 1.0)
 _NEUTRAL_LIGHT = 0.6 + 0.35  # the tiny renderer's own ambient + diffuse terms: a gain of 1 on EGL
 
 
+
+def drive(p: Any, client: int, robot: int, q_target: Any, finger_targets: Any, finger_force: float = 40.0) -> None:
+    """Position-control motor targets for a Panda's 7 joints and its two fingers (one value or one each)."""
+    fingers = np.broadcast_to(np.asarray(finger_targets, dtype=np.float64), (2,)).tolist()
+    p.setJointMotorControlArray(robot, _ARM, p.POSITION_CONTROL, targetPositions=[float(v) for v in q_target],
+                                forces=[87.0] * 4 + [12.0] * 3, positionGains=[0.3] * 7, physicsClientId=client)
+    p.setJointMotorControlArray(robot, list(_FINGERS), p.POSITION_CONTROL, targetPositions=fingers,
+                                forces=[finger_force] * 2, physicsClientId=client)
+
+
+def ik_down(p: Any, client: int, robot: int, link_pose: Any, target_xyz: np.ndarray, q_seed: np.ndarray,
+            yaws: Any) -> np.ndarray | None:
+    """PyBullet's IK for the TCP pointing down at ``target_xyz`` (world); tries the hand yaws (world, rad) in
+    order and keeps the first that lands within 5 mm and 3 degrees (checked by forward kinematics through
+    ``link_pose(link)``). The arm is left where it was."""
+    target = np.asarray(target_xyz, np.float64)
+    saved = [p.getJointState(robot, j, physicsClientId=client)[0] for j in _ARM]
+    try:
+        for yaw in yaws:
+            for j, q in zip(_ARM, q_seed):
+                p.resetJointState(robot, j, q, physicsClientId=client)
+            down = p.getQuaternionFromEuler([np.pi, 0.0, yaw])
+            sol = p.calculateInverseKinematics(robot, _TCP, target.tolist(), down, maxNumIterations=200,
+                                               residualThreshold=1e-5, physicsClientId=client)
+            q = np.asarray(sol[:7])
+            for j, v in zip(_ARM, q):
+                p.resetJointState(robot, j, v, physicsClientId=client)
+            tcp = link_pose(_TCP)
+            if np.linalg.norm(tcp[:3, 3] - target) < 0.005 and tcp[2, 2] < -np.cos(np.radians(3)):
+                return q
+    finally:
+        for j, v in zip(_ARM, saved):
+            p.resetJointState(robot, j, v, physicsClientId=client)
+    return None
+
 def _look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.ndarray:
     """Camera-to-world pose with OpenCV axes looking from ``eye`` at ``target``."""
     z = target - eye
@@ -298,35 +333,12 @@ class BulletPickPlace:
     def ik(self, target_xyz: np.ndarray, q_seed: np.ndarray) -> np.ndarray | None:
         """PyBullet's IK for the TCP pointing down; tries a few hand yaws, keeps the first that lands
         within 5 mm and 3 degrees (checked by forward kinematics)."""
-        p, c = self.p, self.client
-        saved = [p.getJointState(self.robot, j, physicsClientId=c)[0] for j in _ARM]
-        found = None
-        try:
-            for yaw in (0.0, np.pi / 4, -np.pi / 4, np.pi / 2, -np.pi / 2):
-                for j, q in zip(_ARM, q_seed):
-                    p.resetJointState(self.robot, j, q, physicsClientId=c)
-                down = p.getQuaternionFromEuler([np.pi, 0.0, yaw])
-                sol = p.calculateInverseKinematics(self.robot, _TCP, list(target_xyz), down, maxNumIterations=200,
-                                                   residualThreshold=1e-5, physicsClientId=c)
-                q = np.asarray(sol[:7])
-                for j, v in zip(_ARM, q):
-                    p.resetJointState(self.robot, j, v, physicsClientId=c)
-                tcp = self._link_pose(_TCP)
-                if np.linalg.norm(tcp[:3, 3] - target_xyz) < 0.005 and tcp[2, 2] < -np.cos(np.radians(3)):
-                    found = q
-                    break
-        finally:
-            for j, v in zip(_ARM, saved):
-                p.resetJointState(self.robot, j, v, physicsClientId=c)
-        return found
+        return ik_down(self.p, self.client, self.robot, self._link_pose, target_xyz, q_seed,
+                       (0.0, np.pi / 4, -np.pi / 4, np.pi / 2, -np.pi / 2))
 
     def step(self, q_target: np.ndarray, gripper_target: float | np.ndarray) -> None:
         p, c = self.p, self.client
-        fingers = np.broadcast_to(np.asarray(gripper_target, dtype=np.float64), (2,)).tolist()
-        p.setJointMotorControlArray(self.robot, _ARM, p.POSITION_CONTROL, targetPositions=list(q_target),
-                                    forces=[87.0] * 4 + [12.0] * 3, positionGains=[0.3] * 7, physicsClientId=c)
-        p.setJointMotorControlArray(self.robot, list(_FINGERS), p.POSITION_CONTROL,
-                                    targetPositions=fingers, forces=[40.0, 40.0], physicsClientId=c)
+        drive(p, c, self.robot, q_target, gripper_target)
         v = self._variation
         if v is None or (v.platform is None and v.person is None):
             for _ in range(self.substeps):
@@ -413,12 +425,7 @@ class BulletPickPlace:
 
     def _hold(self, q: np.ndarray, fingers: np.ndarray) -> None:
         """Motor targets at the current joints, so the next step does not pull towards older ones."""
-        p, c = self.p, self.client
-        p.setJointMotorControlArray(self.robot, _ARM, p.POSITION_CONTROL, targetPositions=[float(v) for v in q],
-                                    forces=[87.0] * 4 + [12.0] * 3, positionGains=[0.3] * 7, physicsClientId=c)
-        p.setJointMotorControlArray(self.robot, list(_FINGERS), p.POSITION_CONTROL,
-                                    targetPositions=[float(v) for v in fingers], forces=[40.0, 40.0],
-                                    physicsClientId=c)
+        drive(self.p, self.client, self.robot, q, fingers)
 
     def _object_matrix(self) -> np.ndarray:
         pos, orn = self.p.getBasePositionAndOrientation(self.obj, physicsClientId=self.client)

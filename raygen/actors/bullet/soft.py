@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from raygen.actors.bullet.sim import _ARM, _FINGERS, _HAND, BulletPickPlace
+from raygen.actors.bullet.sim import _FINGERS, _HAND, BulletPickPlace, drive
 from raygen.actors.tasks.pick_place import Scene
 from raygen.actors.tasks.soft import SoftScene, node_pose
 
@@ -255,11 +255,7 @@ class BulletSoftPickPlace(BulletPickPlace):
     def step(self, q_target: np.ndarray, gripper_target: float | np.ndarray) -> None:
         """BulletPickPlace.step, with the fingers pushing at most ``grip_force`` and ``frame_substeps`` steps."""
         p, c = self.p, self.client
-        fingers = np.broadcast_to(np.asarray(gripper_target, dtype=np.float64), (2,)).tolist()
-        p.setJointMotorControlArray(self.robot, _ARM, p.POSITION_CONTROL, targetPositions=list(q_target),
-                                    forces=[87.0] * 4 + [12.0] * 3, positionGains=[0.3] * 7, physicsClientId=c)
-        p.setJointMotorControlArray(self.robot, list(_FINGERS), p.POSITION_CONTROL, targetPositions=fingers,
-                                    forces=[self.grip_force] * 2, physicsClientId=c)
+        drive(p, c, self.robot, q_target, gripper_target, finger_force=self.grip_force)
         for _ in range(self.frame_substeps):
             p.stepSimulation(physicsClientId=c)
 

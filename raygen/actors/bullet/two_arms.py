@@ -16,7 +16,17 @@ from typing import Any
 
 import numpy as np
 
-from raygen.actors.bullet.sim import _ARM, _FINGERS, _HAND, _TCP, PAD_OFFSET, BulletPickPlace, _look_at
+from raygen.actors.bullet.sim import (
+    _ARM,
+    _FINGERS,
+    _HAND,
+    _TCP,
+    PAD_OFFSET,
+    BulletPickPlace,
+    _look_at,
+    drive,
+    ik_down,
+)
 from raygen.actors.tasks.pick_place import GRIPPER_OPEN, HOME_Q, WRIST_CAMERA_IN_HAND
 from raygen.actors.tasks.two_arms import TwoArmScene
 
@@ -52,37 +62,13 @@ class BulletArm:
     def ik(self, target_xyz: np.ndarray, q_seed: np.ndarray) -> np.ndarray | None:
         """PyBullet's IK for the TCP pointing down at ``target_xyz`` (this arm's base frame); tries a few hand
         yaws (about the base's own axes) and keeps the first that lands within 5 mm and 3 degrees."""
-        p, c = self.p, self.client
         world = (self.base @ np.append(np.asarray(target_xyz, np.float64), 1.0))[:3]
-        saved = [p.getJointState(self.robot, j, physicsClientId=c)[0] for j in _ARM]
-        found = None
-        try:
-            for yaw in self.hand_yaws:
-                for j, q in zip(_ARM, q_seed):
-                    p.resetJointState(self.robot, j, q, physicsClientId=c)
-                down = p.getQuaternionFromEuler([np.pi, 0.0, self._yaw + yaw])
-                sol = p.calculateInverseKinematics(self.robot, _TCP, world.tolist(), down, maxNumIterations=200,
-                                                   residualThreshold=1e-5, physicsClientId=c)
-                q = np.asarray(sol[:7])
-                for j, v in zip(_ARM, q):
-                    p.resetJointState(self.robot, j, v, physicsClientId=c)
-                tcp = self._link_pose(_TCP)
-                if np.linalg.norm(tcp[:3, 3] - world) < 0.005 and tcp[2, 2] < -np.cos(np.radians(3)):
-                    found = q
-                    break
-        finally:
-            for j, v in zip(_ARM, saved):
-                p.resetJointState(self.robot, j, v, physicsClientId=c)
-        return found
+        return ik_down(self.p, self.client, self.robot, self._link_pose, world, q_seed,
+                       [self._yaw + yaw for yaw in self.hand_yaws])
 
     def command(self, q_target: np.ndarray, finger_targets: float | np.ndarray) -> None:
         """Motor targets for the next physics steps (the simulator steps both arms together)."""
-        p, c = self.p, self.client
-        fingers = np.broadcast_to(np.asarray(finger_targets, dtype=np.float64), (2,)).tolist()
-        p.setJointMotorControlArray(self.robot, _ARM, p.POSITION_CONTROL, targetPositions=list(q_target),
-                                    forces=[87.0] * 4 + [12.0] * 3, positionGains=[0.3] * 7, physicsClientId=c)
-        p.setJointMotorControlArray(self.robot, list(_FINGERS), p.POSITION_CONTROL,
-                                    targetPositions=fingers, forces=[40.0, 40.0], physicsClientId=c)
+        drive(self.p, self.client, self.robot, q_target, finger_targets)
 
     def joint_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         states = self.p.getJointStates(self.robot, _ARM + list(_FINGERS), physicsClientId=self.client)
