@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from raygen.datasets import _layout as L
@@ -41,6 +40,12 @@ def tcp_positions(root: Path | str, episodes: int | None = None) -> np.ndarray:
     """[N,4] TCP position (observation.state's eef_x, eef_y, eef_z) and tilt in degrees (from eef_qw..qz: the
     angle of the tool axis from straight down) of every committed frame, or of the first ``episodes``
     committed episodes."""
+    index, samples = _tcp_samples(root)
+    return samples if episodes is None else samples[index < episodes]
+
+
+def _tcp_samples(root: Path | str) -> tuple[np.ndarray, np.ndarray]:
+    """(episode index [N], TCP position and tilt [N,4]) of every committed frame, read once."""
     root = Path(root)
     info = L.read_json(root / L.INFO)
     names = list(info["features"]["observation.state"].get("names") or [])
@@ -48,11 +53,9 @@ def tcp_positions(root: Path | str, episodes: int | None = None) -> np.ndarray:
         i = names.index("eef_x")
     except ValueError:
         raise ValueError(f"{root}: observation.state has no eef_x (names {names[:8]}...)") from None
-    out = []
+    index, out = [], []
     for path in sorted((root / "data").glob("chunk-*/file-*.parquet")):
         table = pq.read_table(path, columns=["episode_index", "observation.state"])
-        if episodes is not None:
-            table = table.filter(pc.less(table.column("episode_index"), episodes))
         col = table.column("observation.state")
         if not len(col):
             continue
@@ -62,8 +65,10 @@ def tcp_positions(root: Path | str, episodes: int | None = None) -> np.ndarray:
         tool_z_down = -(1 - 2 * (x * x + y * y))  # -(R[2, 2]): the tool axis' component along -z
         tilt = np.degrees(np.arccos(np.clip(tool_z_down, -1.0, 1.0)))
         out.append(np.column_stack([state[:, i:i + 3], tilt]))
-    return np.concatenate(out) if out else np.zeros((0, 4))
-
+        index.append(table.column("episode_index").to_numpy())
+    if not out:
+        return np.zeros(0, np.int64), np.zeros((0, 4))
+    return np.concatenate(index), np.concatenate(out)
 
 def _ball_voxels(centre: np.ndarray, radius: float, voxel: float) -> set[tuple[int, int, int]]:
     lo = np.floor((centre - radius) / voxel).astype(int)
@@ -122,17 +127,19 @@ def compare(run_root: Path | str, critical_tcp: np.ndarray, radius: float, *, so
     out: dict[str, Any] = {"critical_states": int(len(critical_tcp)), "radius_m": radius, "voxel_m": voxel}
     roots = {name: Path(root) for name, root in (("bottleneck", run_root), ("source", source),
                                                   ("regular", compare_with)) if root is not None}
+    samples: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name, root in list(roots.items()):
         if not (root / L.INFO).exists():
             out[name] = {"error": f"{root} is not a raygen dataset"}
             del roots[name]
             continue
         rec = dataset_outcome(root)
-        rec["coverage"] = neighbourhood_coverage(critical_tcp, tcp_positions(root), radius, voxel)
+        samples[name] = _tcp_samples(root)
+        rec["coverage"] = neighbourhood_coverage(critical_tcp, samples[name][1], radius, voxel)
         rec["path"] = str(root)
         out[name] = rec
     runs = [out[n]["committed"] for n in ("bottleneck", "regular") if n in roots]
     out["at_n"] = n = min(runs) if runs else 0
-    for name, root in roots.items():
-        out[name]["coverage_at_n"] = neighbourhood_coverage(critical_tcp, tcp_positions(root, n), radius, voxel)
+    for name, (index, points) in samples.items():
+        out[name]["coverage_at_n"] = neighbourhood_coverage(critical_tcp, points[index < n], radius, voxel)
     return out
