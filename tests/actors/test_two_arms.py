@@ -105,6 +105,41 @@ def test_params_are_checked():
     with pytest.raises(ValueError, match="unknown parameter"):
         TwoArmParams.from_options({"separation": 0.2})
     assert TwoArmParams.from_options({"min_separation_m": 0.2}).min_separation_m == 0.2
+    with pytest.raises(ValueError, match="platform and person are single-arm parts"):
+        TwoArmParams.from_options({"scene": {"platform": {"enabled": True}, "person": {"enabled": True}}})
+    assert TwoArmParams.from_options({"scene": {"lighting": {"enabled": True}}}).variation.active
+
+
+def test_distractors_keep_clear_of_both_arms_spots_and_bases():
+    from raygen.actors.tasks.scene import BASE_KEEPOUT_M, MARKER_RADIUS_M, TABLE_Y
+    from raygen.actors.tasks.two_arms import _vary
+
+    class Recorder:  # only records what the task hands over: no simulator is involved
+        name = "recorder"
+
+        def vary(self, variation):
+            self.variation = variation
+
+    params = TwoArmParams.from_options({"scene": {"distractors": {"enabled": True, "count": [6, 8],
+                                                                  "x_range": [0.05, 0.9]}}})
+    rec, placed = Recorder(), 0
+    for i in range(40):
+        spec = EpisodeSpec(SOURCE, 5, i)
+        scene = sample_two_arm_scene(np.random.default_rng(np.random.SeedSequence(spec.rng_seed)), params)
+        _vary(rec, spec, scene, params)
+        c = params.variation.distractors.clearance_m
+        for d in rec.variation.distractors:
+            xy = np.asarray(d.xy)
+            placed += 1
+            for s in scene.arms:
+                r_obj = s.object_size * np.sqrt(2) / 2
+                assert np.linalg.norm(xy - s.object_xy) >= d.radius + r_obj + c - 1e-9
+                assert np.linalg.norm(xy - s.place_xy) >= d.radius + max(MARKER_RADIUS_M, r_obj) + c - 1e-9
+            for bx, by, _ in scene.bases:
+                assert np.hypot(xy[0] - bx, xy[1] - by) >= BASE_KEEPOUT_M + d.radius - 1e-9
+            assert 0.0 + d.radius <= xy[0] <= params.arm_distance_m - d.radius
+            assert TABLE_Y[0] + d.radius <= xy[1] <= TABLE_Y[1] - d.radius
+    assert placed >= 40 * 4  # the keep-outs leave room for most of them
 
 
 # ----------------------------------------------------------------------------- PyBullet
@@ -123,6 +158,26 @@ def sim():
 @pytest.fixture(scope="module")
 def episode(sim):
     return run_two_arms(sim, WAITING, TwoArmParams())
+
+
+def test_lighting_and_distractors_vary_the_two_arm_scene(sim, episode):
+    """The same spec with a changing light and distractors: the same task draws and arm motions (within the
+    few millimetres dynamic distractors move PyBullet's solver), other images, every drawn value recorded."""
+    params = TwoArmParams.from_options({"scene": {"lighting": {"enabled": True, "change_every_s": 2.0},
+                                                  "distractors": {"enabled": True, "count": [3, 4]}}})
+    ep = run_two_arms(sim, WAITING, params)
+    validate_episode(ep, cameras={"cam_high", "cam_wrist", "cam_wrist_1"}, state_dim=46, action_dim=16)
+    assert ep.success and ep.length == episode.length and ep.task == episode.task
+    assert np.array_equal(ep.action, episode.action)  # the same plan: the variation has its own streams
+    tcp, tcp_ref = _tcps(ep), _tcps(episode)
+    for a in range(2):
+        assert np.abs(tcp[a] - tcp_ref[a]).max() < 0.005
+    m = ep.metrics
+    assert m["scene.distractors"] >= 3 and m["scene.light_dynamic"] is True and m["scene.agents"] == 2
+    assert ep.provenance["scene_variation"]["params"]["lighting"]["change_every_s"] == 2.0
+    diff = np.abs(ep.cameras["cam_high"].rgb.astype(int) - episode.cameras["cam_high"].rgb).mean(axis=(1, 2, 3))
+    assert diff.min() > 2.0  # every frame lit differently or showing the distractors
+    assert "scene_variation" not in episode.provenance
 
 
 def test_two_arm_episode_validates_and_names_both_arms(episode):

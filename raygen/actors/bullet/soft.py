@@ -41,8 +41,8 @@ from typing import Any
 import numpy as np
 
 from raygen.actors.bullet.sim import _FINGERS, _HAND, BulletPickPlace, drive
-from raygen.actors.tasks.pick_place import Scene
-from raygen.actors.tasks.soft import SoftScene, node_pose
+from raygen.actors.tasks.pick_place import GRIPPER_OPEN, HOME_Q, Scene
+from raygen.actors.tasks.soft import SoftParams, SoftScene, node_pose, sample_soft_scene
 
 logger = logging.getLogger(__name__)
 
@@ -180,6 +180,17 @@ class BulletSoftPickPlace(BulletPickPlace):
         self.frame_substeps = self.substeps
         """Physics steps a frame for the current scene (see the class doc)."""
         self.version = f"{self.version} deformable"
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Step a block and a cloth once each. PyBullet's deformable world runs the first soft body it ever
+        steps differently from every later one (the same spec gave another trajectory on a fresh world than
+        on one that had run an episode), so every episode, the first included, must find it warmed."""
+        for material in ("foam", "cloth"):
+            scene = sample_soft_scene(np.random.default_rng(0), SoftParams(materials=(material,)))
+            self.reset(scene)
+            self.step(np.asarray(HOME_Q), GRIPPER_OPEN)
+        self._build(None)
 
     @property
     def p(self) -> Any:
@@ -258,6 +269,7 @@ class BulletSoftPickPlace(BulletPickPlace):
         drive(p, c, self.robot, q_target, gripper_target, finger_force=self.grip_force)
         for _ in range(self.frame_substeps):
             p.stepSimulation(physicsClientId=c)
+        self._steps += 1  # the light of a changing scene variation follows the frames
 
     def reset(self, scene: Scene) -> None:
         """BulletPickPlace.reset (its bookkeeping, then :meth:`_build`), for a :class:`SoftScene` only."""
@@ -331,6 +343,9 @@ class BulletSoftPickPlace(BulletPickPlace):
 
     def teleport(self, q: np.ndarray) -> None:
         raise NotImplementedError("bottleneck episodes are not supported by BulletSoftPickPlace")
+
+    def capabilities(self) -> dict[str, Any]:
+        return {**super().capabilities(), "scene_variation": ["lighting", "distractors"]}
 
     def gripper_geometry(self) -> dict[str, Any]:
         return {**super().gripper_geometry(), "soft_attachment": "pybullet createSoftBodyAnchor to the finger links",

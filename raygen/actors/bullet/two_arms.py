@@ -190,8 +190,7 @@ class BulletTwoArms(BulletPickPlace):
         return obj
 
     # ------------------------------------------------------------------ TwoArmSim
-    def reset(self, scene: TwoArmScene) -> None:  # type: ignore[override]
-        self._build(scene)
+    # reset is BulletPickPlace's: this _build, then the variation's distractors (lighting is drawn at render)
 
     def step(self, q_targets: list[np.ndarray], finger_targets: list[np.ndarray]) -> None:  # type: ignore[override]
         """One control frame for both arms: each arm's joint and finger targets, then the physics substeps."""
@@ -199,6 +198,7 @@ class BulletTwoArms(BulletPickPlace):
             arm.command(q, f)
         for _ in range(self.substeps):
             self.p.stepSimulation(physicsClientId=self.client)
+        self._steps += 1  # the light of a changing scene variation follows the frames
 
     # the single-arm calls, per arm
     def ik(self, target_xyz: np.ndarray, q_seed: np.ndarray, arm: int = 0) -> np.ndarray | None:
@@ -234,14 +234,8 @@ class BulletTwoArms(BulletPickPlace):
 
     teleport = perturbed_joints = restore
 
-    def vary(self, variation: Any) -> None:
-        raise NotImplementedError("BulletTwoArms: scene variation (lighting, distractors, obstacles) is not built in "
-                                  "the two-arm world; use BulletPickPlace")
-
     def capabilities(self) -> dict[str, Any]:
-        caps = super().capabilities()
-        caps.pop("scene_variation", None)  # BulletPickPlace's, not built here
-        return {**caps, "arms": len(DEFAULT_BASES)}
+        return {**super().capabilities(), "arms": len(DEFAULT_BASES), "scene_variation": ["lighting", "distractors"]}
 
     # ------------------------------------------------------------------ cameras
     def camera_pose(self, camera: str) -> np.ndarray:

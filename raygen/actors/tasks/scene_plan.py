@@ -140,11 +140,16 @@ def _seg_dist(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _sample_distractors(rng: np.random.Generator, p: DistractorParams, scene: Scene,
-                        platform: PlatformPlan | None) -> tuple[tuple[Distractor, ...], int]:
-    """(distractors placed, how many were drawn)."""
+                        platform: PlatformPlan | None, others: tuple[Scene, ...] = (),
+                        bases: tuple[tuple[float, float], ...] = ((0.0, 0.0),),
+                        table_x: tuple[float, float] = TABLE_X) -> tuple[tuple[Distractor, ...], int]:
+    """(distractors placed, how many were drawn). Each keeps ``clearance_m`` from the object and the place
+    marker of ``scene`` and of every scene in ``others`` (another arm's), ``BASE_KEEPOUT_M`` from each base
+    axis in ``bases``, and stands on the table (``table_x`` by ``TABLE_Y``)."""
     n = int(rng.integers(p.count[0], p.count[1] + 1))
-    obj_r = scene.object_size * np.sqrt(2) / 2
-    obj, place = np.asarray(scene.object_xy), np.asarray(scene.place_xy)
+    keep = [(np.asarray(s.object_xy), np.asarray(s.place_xy), s.object_size * np.sqrt(2) / 2)
+            for s in (scene, *others)]
+    base_xy = [np.asarray(b, np.float64) for b in bases]
     placed: list[Distractor] = []
     for _ in range(n):
         kind = p.kinds[int(rng.integers(len(p.kinds)))]
@@ -160,10 +165,11 @@ def _sample_distractors(rng: np.random.Generator, p: DistractorParams, scene: Sc
         r, c = d.radius, p.clearance_m
         for _ in range(200):
             xy = rng.uniform([p.x_range[0], p.y_range[0]], [p.x_range[1], p.y_range[1]])
-            ok = (np.linalg.norm(xy - obj) >= r + obj_r + c
-                  and np.linalg.norm(xy - place) >= r + max(MARKER_RADIUS_M, obj_r) + c
-                  and np.linalg.norm(xy) >= BASE_KEEPOUT_M + r
-                  and TABLE_X[0] + r <= xy[0] <= TABLE_X[1] - r and TABLE_Y[0] + r <= xy[1] <= TABLE_Y[1] - r
+            ok = (all(np.linalg.norm(xy - obj) >= r + obj_r + c
+                      and np.linalg.norm(xy - place) >= r + max(MARKER_RADIUS_M, obj_r) + c
+                      for obj, place, obj_r in keep)
+                  and all(np.linalg.norm(xy - b) >= BASE_KEEPOUT_M + r for b in base_xy)
+                  and table_x[0] + r <= xy[0] <= table_x[1] - r and TABLE_Y[0] + r <= xy[1] <= TABLE_Y[1] - r
                   and all(np.linalg.norm(xy - np.asarray(o.xy)) >= r + o.radius + c for o in placed)
                   and (platform is None or _seg_dist(xy, *platform.segment) >= r + platform.radius + c))
             if ok:
@@ -379,14 +385,20 @@ class SceneVariation:
 
 
 def sample_variation(rng_seed: list[int], p: SceneVariationParams, scene: Scene, *, duration_s: float,
-                     grasp_s: float, place_box: tuple[tuple[float, float], tuple[float, float], float]
-                     ) -> SceneVariation:
+                     grasp_s: float, place_box: tuple[tuple[float, float], tuple[float, float], float],
+                     others: tuple[Scene, ...] = (), bases: tuple[tuple[float, float], ...] = ((0.0, 0.0),),
+                     table_x: tuple[float, float] = TABLE_X) -> SceneVariation:
     """Draw one episode's variation: each part from its own stream (``[*rng_seed, SCENE_STREAM, part]``),
     and only when on. ``duration_s`` bounds a dynamic light's keyframes; ``grasp_s`` is when the object is
     grasped without waits (a carried object rides at most speed x grasp_s); ``place_box`` (x range, y
     range, least distance from the object) is where the place spot may be moved when the platform's path
     leaves it no room (``SceneVariation.scene`` is then the scene with the new spot). A platform that finds
-    no path at all raises ValueError."""
+    no path at all raises ValueError. ``others``, ``bases`` and ``table_x`` are for a scene with several arms
+    (the other arms' scenes, every base's xy, the table's x extent): distractors keep clear of all of them;
+    the platform and the person are single-arm parts and must be off then."""
+    if others and (p.platform.enabled or p.person.enabled):
+        raise ValueError("task.scene: the platform and the person proxy are single-arm parts; turn them off "
+                         "with several arms")
     def stream(part: str) -> np.random.Generator:
         return np.random.default_rng([*rng_seed, SCENE_STREAM, _PARTS[part]])
 
@@ -404,7 +416,7 @@ def sample_variation(rng_seed: list[int], p: SceneVariationParams, scene: Scene,
             v.place_moved = True
     if p.distractors.enabled:
         v.distractors, v.distractors_drawn = _sample_distractors(stream("distractors"), p.distractors, scene,
-                                                                 v.platform)
+                                                                 v.platform, others, bases, table_x)
     if p.person.enabled:
         v.person = _sample_person(stream("person"), p.person)
     return v

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -41,6 +41,9 @@ from raygen.actors.tasks.pick_place import (
     to_episode,
 )
 from raygen.datasets.episode import Episode
+
+if TYPE_CHECKING:
+    from raygen.actors.tasks.scene_plan import SceneVariation
 
 logger = logging.getLogger(__name__)
 
@@ -145,9 +148,11 @@ class SoftParams(PickPlaceParams):
             lo, hi = getattr(params, name)
             if not 0 < lo <= hi:
                 problems.append(f"{where}.{name}: [lo, hi] with 0 < lo <= hi, got {[lo, hi]}")
-        if getattr(params, "scene", None) and params.variation.active:
-            problems.append(f"{where}.scene: scene variation (lighting, distractors, platform, person) is not "
-                            "supported with a soft object yet; remove the section")
+        if params.scene:
+            moving = [part for part in ("platform", "person") if getattr(params.variation, part).enabled]
+            if moving:
+                problems.append(f"{where}.scene: {' and '.join(moving)} are not combined with a soft object "
+                                "(lighting and distractors are); turn them off")
         if not 0 < params.cloth_grasp_height < 0.1:
             problems.append(f"{where}.cloth_grasp_height: metres in (0, 0.1), got {params.cloth_grasp_height}")
         if problems:
@@ -258,6 +263,22 @@ class _Observed:
         self.anchored_max = max(self.anchored_max, len(self._sim.anchored_nodes()))
 
 
+def _vary(sim: SoftPickPlaceSim, spec: EpisodeSpec, scene: SoftScene, params: SoftParams) -> SceneVariation | None:
+    """The episode's lighting and distractors (``params.scene``; SoftParams refuses the platform and the
+    person), drawn from their own streams as for rigid pick-and-place and handed to the simulator before its
+    reset; None when the section is off."""
+    if not (params.scene and params.variation.active):
+        return None
+    if not hasattr(sim, "vary"):
+        raise ValueError(f"task.scene: the {sim.name} simulator has no scene variation; remove task_params.scene")
+    from raygen.actors.tasks.scene_plan import sample_variation
+
+    variation = sample_variation(spec.rng_seed, params.variation, scene, duration_s=params.frames / params.fps + 2.0,
+                                 grasp_s=0.0, place_box=(params.x_range, params.y_range, params.min_place_distance))
+    sim.vary(variation)
+    return variation
+
+
 def run_soft_pick_place(sim: SoftPickPlaceSim, spec: EpisodeSpec, params: SoftParams, *, render: bool = True
                         ) -> Episode:
     """Run one soft pick-and-place episode on ``sim``; the same spec always gives the same episode.
@@ -265,10 +286,13 @@ def run_soft_pick_place(sim: SoftPickPlaceSim, spec: EpisodeSpec, params: SoftPa
     The waypoints, schedule, execution and episode are pick-and-place's (see
     :func:`raygen.actors.tasks.pick_place.run_pick_place`); the scene adds a material
     (:func:`sample_soft_scene`), the episode adds the material's values to its metrics and provenance, the
-    per-frame ``object.deformation`` [T] (m, :func:`node_deformation`) and ``task.anchored_nodes``."""
+    per-frame ``object.deformation`` [T] (m, :func:`node_deformation`) and ``task.anchored_nodes``. With
+    ``params.scene`` on, lighting and distractors are drawn as for rigid pick-and-place (their own streams: the
+    task's draws do not change) and recorded in ``scene.*`` metrics and ``provenance.scene_variation``."""
     rng = np.random.default_rng(np.random.SeedSequence(spec.rng_seed))
     scene = sample_soft_scene(rng, params)
     sim.set_rendering(render)  # before the reset, as run_pick_place does (a simulator may warm up its renderer)
+    variation = _vary(sim, spec, scene, params)
     sim.reset(scene)
     plan = soft_plan(scene, params)
     q_way, fallbacks = _solve(sim, plan, rng, params)
@@ -290,8 +314,12 @@ def run_soft_pick_place(sim: SoftPickPlaceSim, spec: EpisodeSpec, params: SoftPa
         "scene.stiffness_unit": mat.stiffness_unit, "scene.mass_kg": scene.mass_kg,
         "scene.poisson": scene.poisson, "scene.friction": scene.friction,
     }
+    provenance: dict[str, Any] = {"soft": drawn}
+    if variation is not None:
+        metrics.update(variation.metrics())
+        provenance["scene_variation"] = variation.to_dict()
     episode = to_episode(sim, spec, scene, params, rollout, q_tgt, g_tgt, phase, metrics=metrics,
-                         provenance={"soft": drawn}, task="soft_pick_place")
+                         provenance=provenance, task="soft_pick_place")
     if len(deformation) == len(q_tgt):
         episode.frame_features["object.deformation"] = deformation
     else:  # execute observes the pose once a frame; anything else is a change there, not a soft object's

@@ -19,6 +19,12 @@ arm 0 proceeds; only when that leads nowhere either does arm 0 wait for arm 1. E
 episode is longer than a single-arm one by the frames some arm waited. A scene with no such schedule at
 all (an arm must reach past the other's home) is drawn again (``two_arms.scene_draws``).
 
+Scene variation (``task_params.scene``): lighting and distractors as for one arm (their own random streams,
+so the task's draws stay the same; distractors keep clear of both arms' objects, place spots and bases),
+recorded in ``scene.*`` metrics and ``provenance.scene_variation``; the platform and the person proxy are
+single-arm parts and refused here. A simulator that varies the scene has ``vary(variation)``, called before
+``reset``.
+
 A simulator adapts the task by implementing :class:`TwoArmSim` with one :class:`ArmSim` per arm. Imports
 numpy and the standard library only.
 
@@ -45,7 +51,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -77,6 +83,9 @@ from raygen.actors.tasks.two_arm_plan import (  # noqa: F401 (capsules, _segment
     schedule_two_arms,
 )
 from raygen.datasets.episode import CameraFrames, Episode, continuous_quaternions
+
+if TYPE_CHECKING:
+    from raygen.actors.tasks.scene_plan import SceneVariation
 
 __all__ = [
     "ARMS",
@@ -130,9 +139,11 @@ class TwoArmParams(PickPlaceParams):
             problems.append(f"{where}.separation_margin_m: must be >= 0 metres, got {params.separation_margin_m}")
         if not params.body_clearance_m >= 0:
             problems.append(f"{where}.body_clearance_m: must be >= 0 metres, got {params.body_clearance_m}")
-        if getattr(params, "scene", None) and params.variation.active:
-            problems.append(f"{where}.scene: scene variation (lighting, distractors, platform, person) is not "
-                            "supported with two arms yet")
+        if params.scene:
+            moving = [part for part in ("platform", "person") if getattr(params.variation, part).enabled]
+            if moving:
+                problems.append(f"{where}.scene: {' and '.join(moving)} are single-arm parts, not combined with "
+                                "two arms (lighting and distractors are); turn them off")
         if params.max_scene_draws < 1:
             problems.append(f"{where}.max_scene_draws: must be >= 1, got {params.max_scene_draws}")
         if params.lag_frames < 0:
@@ -351,6 +362,7 @@ def run_two_arms(sim: TwoArmSim, spec: EpisodeSpec, params: TwoArmParams, *, ren
     failure: EpisodeFailed | None = None
     for draw in range(params.max_scene_draws):
         scene = sample_two_arm_scene(rng, params, sim.object_kinds)
+        variation = _vary(sim, spec, scene, params)
         sim.reset(scene)
         try:
             plans = [_plan_arm(sim, scene, a, rng, params) for a in range(2)]
@@ -360,9 +372,28 @@ def run_two_arms(sim: TwoArmSim, spec: EpisodeSpec, params: TwoArmParams, *, ren
         except (EpisodeFailed, RuntimeError) as exc:  # no schedule, or no IK solution
             failure = exc
             continue
-        return _execute(sim, spec, scene, params, plans, sched, render, draws=draw + 1)
+        return _execute(sim, spec, scene, params, plans, sched, render, draws=draw + 1, variation=variation)
     raise EpisodeFailed(f"{EpisodeFailed.PREFIX}: two arms: none of {params.max_scene_draws} scenes drawn could "
                         f"be planned; the last: {failure}")
+
+
+def _vary(sim: TwoArmSim, spec: EpisodeSpec, scene: TwoArmScene, params: TwoArmParams) -> SceneVariation | None:
+    """The episode's lighting and distractors (``params.scene``; the platform and the person are refused by
+    TwoArmParams), drawn from their own streams as for one arm, with distractors clear of both arms' objects,
+    place spots and bases, handed to the simulator before its reset; None when the section is off."""
+    if not (params.scene and params.variation.active):
+        return None
+    if not hasattr(sim, "vary"):
+        raise ValueError(f"task.scene: the {sim.name} simulator has no scene variation; remove task_params.scene")
+    from raygen.actors.tasks.scene_plan import sample_variation
+
+    xs = [b[0] for b in scene.bases]
+    variation = sample_variation(spec.rng_seed, params.variation, scene.arms[0], others=scene.arms[1:],
+                                 bases=tuple((b[0], b[1]) for b in scene.bases), table_x=(min(xs), max(xs)),
+                                 duration_s=params.max_frames / params.fps + 2.0, grasp_s=0.0,
+                                 place_box=(params.x_range, params.y_range, params.min_place_distance))
+    sim.vary(variation)
+    return variation
 
 
 @dataclass
@@ -435,7 +466,7 @@ def _rollout(sim: TwoArmSim, scene: TwoArmScene, params: TwoArmParams, plans: li
 
 
 def _execute(sim: TwoArmSim, spec: EpisodeSpec, scene: TwoArmScene, params: TwoArmParams, plans: list[_ArmPlan],
-             sched: Schedule, render: bool, *, draws: int) -> Episode:
+             sched: Schedule, render: bool, *, draws: int, variation: SceneVariation | None = None) -> Episode:
     r = _rollout(sim, scene, params, plans, sched, render)
     n, results = len(sched.progress), r.results
     separation = np.linalg.norm(r.state[0, :, 16:19].astype(np.float64) - r.state[1, :, 16:19], axis=1)
@@ -476,6 +507,10 @@ def _execute(sim: TwoArmSim, spec: EpisodeSpec, scene: TwoArmScene, params: TwoA
         "two_arms.scene_draws": draws,
         "timing.physics_s": r.t_physics, "timing.render_s": r.t_render,
     })
+    extra: dict[str, Any] = {}
+    if variation is not None:
+        metrics.update(variation.metrics())
+        extra["scene_variation"] = variation.to_dict()
     bases = [list(b) for b in scene.bases]
     return Episode(
         episode_key=spec.episode_key,
@@ -494,6 +529,7 @@ def _execute(sim: TwoArmSim, spec: EpisodeSpec, scene: TwoArmScene, params: TwoA
             "task_params": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(params).items()},
             "arm_bases": bases,
             "allocation": {arm: {"object": int(o), "place": int(p)} for arm, (o, p) in zip(ARMS, scene.allocation)},
+            **extra,
         },
         gripper_geometry={**sim.gripper_geometry(), "grippers": list(ARMS), "arm_bases": bases},
         frame_features={
