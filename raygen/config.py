@@ -112,8 +112,8 @@ class SourceConfig(_Strict):
                               "or zed (DROID recordings through the ZED SDK, CUDA GPU).")
     task: Literal["pick_place", "soft_pick_place", "two_arms"] = Field(
         "pick_place", description="Task to generate (simulators): pick_place (a rigid cube or cylinder), "
-                                  "soft_pick_place (a soft block or a cloth; bullet only) or two_arms (two Frankas "
-                                  "facing each other, each with its own pick and place; bullet only).")
+                                  "soft_pick_place (a soft block or a cloth) or two_arms (two Frankas facing each "
+                                  "other, each with its own pick and place); all three on bullet and isaac.")
     episodes: int = Field(8, ge=1, description="Number of episodes in the run (specs 0..episodes-1; simulators).")
     seed: int = Field(0, ge=0, le=2**32 - 1,
                       description="Run seed; an episode is (source, seed, index) and always the same (simulators).")
@@ -164,8 +164,9 @@ class SourceConfig(_Strict):
             if self.bottleneck is not None or self.render_only_kept:
                 raise ValueError(f"source.bottleneck and source.render_only_kept are for simulators, not the "
                                  f"recording backend {self.backend!r}")
-        elif self.task in ("soft_pick_place", "two_arms") and (self.backend != "bullet" or self.bottleneck is not None):
-            raise ValueError(f"source.task {self.task} runs on backend bullet, without source.bottleneck")
+        elif self.task in ("soft_pick_place", "two_arms") and self.bottleneck is not None:
+            raise ValueError(f"source.task {self.task} runs without source.bottleneck (bottleneck runs are "
+                             "pick_place only)")
         elif self.root is not None or self.droid != default["droid"]:
             raise ValueError(f"source.root and source.droid are for the recording backends {RECORDING_BACKENDS}, "
                              f"not {self.backend!r}")

@@ -9,7 +9,11 @@ from raygen.actors.bullet.sim import BulletPickPlace
 from raygen.actors.isaac.worker import IsaacBackend
 
 
-def stand_in(*, width=512, height=512, fps=30.0, cpu_threads=1, **_isaac_only):
+def stand_in(*, width=512, height=512, fps=30.0, cpu_threads=1, task_name="pick_place", **_isaac_only):
+    if task_name == "two_arms":
+        from raygen.actors.bullet.two_arms import BulletTwoArms
+
+        return BulletTwoArms(width=width, height=height, fps=fps)
     return BulletPickPlace(width=width, height=height, fps=fps)
 
 

@@ -20,6 +20,7 @@ from raygen.datasets.episode import validate_episode
 
 HAVE_ISAAC = subprocess.run([sys.executable, "-c", "import isaacsim"], capture_output=True).returncode == 0
 SIM = Path(__file__).resolve().parents[2] / "raygen" / "actors" / "isaac" / "sim.py"
+ADAPTERS = sorted(SIM.parent.glob("*.py"))
 
 
 def test_imports_cleanly_without_isaacsim():
@@ -29,18 +30,21 @@ def test_imports_cleanly_without_isaacsim():
 
 
 def test_no_omni_import_before_simulation_app():
-    """Kit requires SimulationApp to exist before any omni/pxr/isaacsim.core import: only imports
-    inside IsaacPickPlace.__init__, after the SimulationApp call, may name them."""
-    tree = ast.parse(SIM.read_text())
+    """Kit requires SimulationApp to exist before any omni/pxr/isaacsim.core import: no adapter module
+    imports them at module level, and in IsaacPickPlace._launch they come after the SimulationApp call
+    (the other adapters import them in methods that run after _launch)."""
     heavy = ("omni", "pxr", "isaacsim.")
-    for node in tree.body:  # module level
-        if isinstance(node, ast.Import | ast.ImportFrom):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
-            assert not any(n.startswith(heavy) for n in names), ast.unparse(node)
-    init = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "__init__")
-    calls = [n for n in ast.walk(init) if isinstance(n, ast.Call) and "SimulationApp" in ast.unparse(n.func)]
+    for path in ADAPTERS:
+        tree = ast.parse(path.read_text())
+        for node in tree.body:  # module level
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                assert not any(n.startswith(heavy) for n in names), (path.name, ast.unparse(node))
+    launch = next(n for n in ast.walk(ast.parse(SIM.read_text()))
+                  if isinstance(n, ast.FunctionDef) and n.name == "_launch")
+    calls = [n for n in ast.walk(launch) if isinstance(n, ast.Call) and "SimulationApp" in ast.unparse(n.func)]
     app_line = calls[0].lineno
-    for node in ast.walk(init):
+    for node in ast.walk(launch):
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(heavy):
             assert node.lineno > app_line, ast.unparse(node)
 
@@ -76,6 +80,22 @@ def test_worker_protocol_with_a_stand_in_simulator(tmp_path):
     assert res.episode.state.shape[0] == 90
 
 
+def test_the_isaac_worker_runs_the_two_arm_task_and_checks_soft_options(tmp_path):
+    """The Isaac worker's task selection (stand-in simulator: PyBullet's two-arm world)."""
+    host = WorkerHost(HostConfig(backend="isaac", worker_module="tests.actors.fake_isaac_worker",
+                                 options={"width": 32, "height": 32, "task_name": "two_arms",
+                                          "task": {"steps_per_segment": 10}}, scratch_dir=str(tmp_path)))
+    res = host.run(EpisodeSpec("isaac-two_arms", 0, 0))
+    host.close()
+    assert res.ok, res.error
+    validate_episode(res.episode, cameras={"cam_high", "cam_wrist", "cam_wrist_1"}, state_dim=46, action_dim=16)
+    assert host.backend_info["capabilities"]["tasks"] == ["two_arms"]
+    from raygen.actors.isaac.worker import make_sim
+
+    with pytest.raises(ValueError, match=r"\['cloth_cells'\] are for source.task soft_pick_place"):
+        make_sim(task_name="two_arms", cloth_cells=8)
+
+
 def test_each_instance_gets_its_own_caches(tmp_path):
     a, b = kit_args(tmp_path / "a"), kit_args(tmp_path / "b")
     assert len(a) == len(b) >= 4 and not set(a) & set(b)
@@ -95,14 +115,19 @@ def test_isaac_episode_on_gpu(tmp_path):
 
 # Names confirmed to exist in Isaac Sim 5.0/5.1 (the wheels cannot be downloaded here: pypi.org holds only
 # placeholders that fetch from pypi.nvidia.com). Sources: generated 5.0 type stubs (work-r-labs/
-# isaacsim_typings_5, typings/isaacsim/...), the 5.1 API docs index, and isaac-sim/IsaacSim sources;
+# isaacsim_typings_5, typings/isaacsim/...), the 5.1 API docs index, and isaac-sim/IsaacSim sources at tags
+# v5.0.0 (1791e148) and v5.1.0 (47d886f2): source/extensions/isaacsim.core.api/python/impl/objects/cylinder.py
+# (VisualCylinder), isaacsim.core.prims/python/impl/__init__.py (the deformable, cloth and particle-system
+# wrappers), isaacsim.core.api/python/impl/materials/__init__.py (DeformableMaterial, ParticleMaterial);
+# pxr.PhysxSchema: typings/pxr/PhysxSchema (PhysxPhysicsAttachment) and NVIDIA-Omniverse/PhysX 107.3 schema.usda;
 # pxr.UsdPhysics.FixedJoint calls were run against usd-core 24.5. Add a name here only with a source.
 CONFIRMED_5X = {
     "isaacsim": {"SimulationApp"},
     "isaacsim.core.api": {"World"},
-    "isaacsim.core.api.materials": {"PhysicsMaterial"},
-    "isaacsim.core.api.objects": {"DynamicCuboid", "DynamicCylinder", "FixedCuboid"},
-    "isaacsim.core.prims": {"SingleArticulation", "SingleXFormPrim", "SingleRigidPrim"},
+    "isaacsim.core.api.materials": {"PhysicsMaterial", "DeformableMaterial", "ParticleMaterial"},
+    "isaacsim.core.api.objects": {"DynamicCuboid", "DynamicCylinder", "FixedCuboid", "VisualCylinder"},
+    "isaacsim.core.prims": {"SingleArticulation", "SingleXFormPrim", "SingleRigidPrim", "SingleDeformablePrim",
+                            "DeformablePrim", "SingleClothPrim", "ClothPrim", "SingleParticleSystem"},
     "isaacsim.core.utils.stage": {"add_reference_to_stage", "get_current_stage"},
     "isaacsim.core.utils.types": {"ArticulationAction"},
     "isaacsim.core.utils.rotations": {"euler_angles_to_quat"},
@@ -110,18 +135,19 @@ CONFIRMED_5X = {
                                                 "interface_config_loader"},
     "isaacsim.sensors.camera": {"Camera"},
     "isaacsim.storage.native": {"get_assets_root_path"},
-    "pxr": {"Gf", "UsdPhysics", "UsdLux", "UsdGeom"},  # UsdLux/UsdGeom: run against usd-core 24.5 in
-}                                                        # test_scene_variation's Isaac-adapter test (skips without)
+    "pxr": {"Gf", "UsdPhysics", "UsdLux", "UsdGeom", "Sdf", "Vt", "PhysxSchema"},  # all but PhysxSchema run
+}                                                        # against usd-core in test_isaac_tasks / test_scene_variation
 SIMULATION_APP_KEYS_5X = {"headless", "width", "height", "renderer", "active_gpu", "physics_gpu", "multi_gpu",
                           "limit_cpu_threads", "anti_aliasing", "extra_args"}
 
 
 def test_every_isaacsim_name_used_is_a_confirmed_5x_name():
-    tree = ast.parse(SIM.read_text())
     used = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in ("isaacsim", "pxr", "omni"):
-            used |= {(node.module, a.name) for a in node.names}
+    for path in ADAPTERS:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in ("isaacsim", "pxr", "omni"):
+                used |= {(node.module, a.name) for a in node.names}
+    tree = ast.parse(SIM.read_text())
     assert used, "the Isaac adapter imports nothing from isaacsim?"
     unconfirmed = {(m, n) for m, n in used if n not in CONFIRMED_5X.get(m, set())}
     assert not unconfirmed

@@ -343,7 +343,8 @@ def test_the_isaac_adapter_builds_and_animates_the_variation_in_usd():
             pass
 
     sim = object.__new__(isim.IsaacPickPlace)
-    sim._api = {"DynamicCuboid": Prim, "DynamicCylinder": Prim, "SingleXFormPrim": Prim, "Gf": Gf,
+    sim._api = {"DynamicCuboid": Prim, "DynamicCylinder": Prim, "SingleXFormPrim": Prim, "VisualCylinder": Prim,
+                "Gf": Gf,
                 "get_current_stage": lambda: stage, "UsdPhysics": UsdPhysics, "UsdLux": UsdLux, "UsdGeom": UsdGeom,
                 "ArticulationAction": lambda joint_positions: joint_positions}
     sim.world, sim.robot = World(), Robot()

@@ -31,6 +31,7 @@ import numpy as np
 
 from raygen._deps import require
 from raygen.actors.tasks.pick_place import GRIPPER_OPEN, HOME_Q, WRIST_CAMERA_IN_HAND, CameraImage, Scene
+from raygen.actors.tasks.pick_place import look_at as _look_at
 
 if TYPE_CHECKING:
     from raygen.actors.tasks.scene_plan import Light, SceneVariation
@@ -85,18 +86,6 @@ def ik_down(p: Any, client: int, robot: int, link_pose: Any, target_xyz: np.ndar
         for j, v in zip(_ARM, saved):
             p.resetJointState(robot, j, v, physicsClientId=client)
     return None
-
-def _look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.ndarray:
-    """Camera-to-world pose with OpenCV axes looking from ``eye`` at ``target``."""
-    z = target - eye
-    z = z / np.linalg.norm(z)
-    x = np.cross(z, up)
-    x = x / np.linalg.norm(x)
-    y = np.cross(z, x)
-    pose = np.eye(4)
-    pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3] = x, y, z, eye
-    return pose
-
 
 def _robot_urdf(visual: str) -> str:
     """The Panda URDF to load. 'lowpoly' draws the collision meshes (~770 instead of ~32000 lines of

@@ -42,15 +42,12 @@ import numpy as np
 
 from raygen.actors.bullet.sim import _FINGERS, _HAND, BulletPickPlace, drive
 from raygen.actors.tasks.pick_place import GRIPPER_OPEN, HOME_Q, Scene
-from raygen.actors.tasks.soft import SoftParams, SoftScene, node_pose, sample_soft_scene
+from raygen.actors.tasks.soft import SoftParams, SoftScene, grip_nodes, node_pose, sample_soft_scene
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["BulletSoftPickPlace", "block_vtk", "cloth_obj"]
 
-_PAD_HALF_WIDTH = 0.0105  # half the finger's width across the closing direction, m (pybullet_data panda.urdf)
-_PAD_SPAN = (-0.022, 0.013)  # along the finger, from the TCP (towards the tips positive), where the pad is, m
-_BOTTOM_LAYER = 0.004  # nodes this close to the object's lowest node are never anchored (see the module doc), m
 
 
 def _cache_dir() -> Path:
@@ -306,28 +303,14 @@ class BulletSoftPickPlace(BulletPickPlace):
         pad, not in the bottom layer) to that finger's link."""
         p, c = self.p, self.client
         self.detach()
-        nodes = self.object_nodes()
         pads = self.finger_pads()
-        across = pads[1] - pads[0]
-        gap = float(np.linalg.norm(across))
-        u = across / gap if gap > 1e-6 else self._link_pose(_FINGERS[0])[:3, 1]
-        w = self._link_pose(_HAND)[:3, 2]  # panda_hand z: along the fingers, towards the tips
-        v = np.cross(w, u)
-        mid = (pads[0] + pads[1]) / 2
-        rel = nodes - mid
-        s = rel @ u + gap / 2  # 0 at the left pad, gap at the right one
-        inside = (np.abs(rel @ v) <= _PAD_HALF_WIDTH) & (rel @ w >= _PAD_SPAN[0]) & (rel @ w <= _PAD_SPAN[1])
-        inside &= (s >= -self.anchor_depth) & (s <= gap + self.anchor_depth)
-        if self.scene.object_kind == "block":
-            inside &= nodes[:, 2] > nodes[:, 2].min() + _BOTTOM_LAYER
-        for i in np.flatnonzero(inside):
-            if s[i] <= min(self.anchor_depth, gap / 2):
-                finger = _FINGERS[0]
-            elif s[i] >= gap - min(self.anchor_depth, gap / 2):
-                finger = _FINGERS[1]
-            else:
-                continue  # the middle of a wide object: held by its neighbours
-            self._anchors[int(i)] = p.createSoftBodyAnchor(self.obj, int(i), self.robot, finger, physicsClientId=c)
+        finger_y = self._link_pose(_FINGERS[0])[:3, 1]
+        hand_z = self._link_pose(_HAND)[:3, 2]  # panda_hand z: along the fingers, towards the tips
+        gripped = grip_nodes(self.object_nodes(), pads, hand_z, finger_y, self.anchor_depth,
+                             skip_bottom=self.scene.object_kind == "block")
+        for i, finger in gripped:
+            self._anchors[i] = p.createSoftBodyAnchor(self.obj, i, self.robot, _FINGERS[finger], physicsClientId=c)
+        gap = float(np.linalg.norm(pads[1] - pads[0]))
         if not self._anchors:
             logger.info("attach: no node between the fingers (gap %.3f m); nothing anchored", gap)
 

@@ -23,12 +23,11 @@ from raygen.actors.bullet.sim import (
     _TCP,
     PAD_OFFSET,
     BulletPickPlace,
-    _look_at,
     drive,
     ik_down,
 )
 from raygen.actors.tasks.pick_place import GRIPPER_OPEN, HOME_Q, WRIST_CAMERA_IN_HAND
-from raygen.actors.tasks.two_arms import TwoArmScene
+from raygen.actors.tasks.two_arms import TwoArmScene, high_camera_pose
 
 __all__ = ["BulletArm", "BulletTwoArms"]
 
@@ -240,8 +239,7 @@ class BulletTwoArms(BulletPickPlace):
     # ------------------------------------------------------------------ cameras
     def camera_pose(self, camera: str) -> np.ndarray:
         if camera == "cam_high":  # above the table's corner on arm 0's side, looking at its middle
-            cx = self._centre_x
-            return _look_at(np.array([cx - 0.95, -0.95, 1.05]), np.array([cx, 0.0, 0.12]), np.array([0.0, 0.0, 1.0]))
+            return high_camera_pose(self._centre_x)
         if camera in WRIST_CAMERAS:
             return self.arms[WRIST_CAMERAS.index(camera)].hand_pose() @ WRIST_CAMERA_IN_HAND
         raise ValueError(f"camera {camera!r} is not one of {list(self.camera_names)}")

@@ -55,6 +55,7 @@ from raygen.actors.tasks.pick_place import (
     WRIST_CAMERA_IN_HAND,
     CameraImage,
     Scene,
+    look_at,
     quat_wxyz,
 )
 
@@ -83,6 +84,8 @@ DOME_PER_UNIT = 1000.0 / 0.6
 SPECULAR_UNIT = 0.05
 PERSON_RGB = (0.3, 0.38, 0.62)
 PLATFORM_RGB = (0.18, 0.18, 0.2)
+MARKER_RGB = (0.1, 0.8, 0.3)
+MARKER_PATH = "/World/PlaceMarker"
 
 
 def _z_to(direction: np.ndarray) -> np.ndarray:
@@ -93,6 +96,13 @@ def _z_to(direction: np.ndarray) -> np.ndarray:
     x = np.cross(helper, z)
     x /= np.linalg.norm(x)
     return np.stack([x, np.cross(z, x), z], axis=1)
+
+
+def _np(x: Any) -> np.ndarray:
+    """A float64 numpy copy of what Isaac Sim returns: numpy, or a torch tensor on a GPU pipeline."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
 
 
 def _yaw_wxyz(yaw: float) -> np.ndarray:
@@ -127,14 +137,14 @@ def kit_args(cache_dir: Path) -> list[str]:
 
 
 def _pose_matrix(position: np.ndarray, quat: np.ndarray) -> np.ndarray:
-    w, x, y, z = (float(v) for v in quat)
+    w, x, y, z = (float(v) for v in _np(quat))
     r = np.array([
         [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
         [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
         [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
     ])
     t = np.eye(4)
-    t[:3, :3], t[:3, 3] = r, np.asarray(position, dtype=np.float64)
+    t[:3, :3], t[:3, 3] = r, _np(position)
     return t
 
 
@@ -148,6 +158,22 @@ class IsaacPickPlace:
     def __init__(self, *, width: int = 512, height: int = 512, physics_hz: float = 120.0, fps: float = 30.0,
                  warmup_frames: int = 30, cpu_threads: int = 2, assets_root: str | None = None,
                  franka_usd: str = FRANKA_USD, active_gpu: int = 0):
+        self._launch(width=width, height=height, fps=fps, cpu_threads=cpu_threads, active_gpu=active_gpu)
+        self.warmup_frames = int(warmup_frames)
+        root = assets_root or self._api["get_assets_root_path"]()
+        if not root:
+            raise RuntimeError("Isaac Sim assets root not found; set backend option assets_root (a local "
+                               "copy of the Isaac assets or their URL)")
+        self.world = self._api["World"](physics_dt=1.0 / physics_hz, rendering_dt=1.0 / fps, stage_units_in_meters=1.0,
+                                        **self._world_options())
+        self._substeps = max(1, round(physics_hz / fps))  # physics steps in one rendering_dt
+        self._build_world(root + franka_usd)
+        self.world.reset()
+        self._after_first_reset()
+        self._init_cameras()
+
+    def _launch(self, *, width: int, height: int, fps: float, cpu_threads: int, active_gpu: int) -> None:
+        """Start Kit (SimulationApp) in this process, then import what the adapter calls into ``self._api``."""
         isaacsim = require("isaacsim", "the Isaac Sim backend")
         self._rendering = True
         cache = Path(os.environ.get("RAYGEN_CACHE_DIR") or Path.home() / ".cache" / "raygen-isaac")
@@ -160,7 +186,7 @@ class IsaacPickPlace:
         # Only now may omni / pxr / isaacsim.core be imported.
         from isaacsim.core.api import World
         from isaacsim.core.api.materials import PhysicsMaterial
-        from isaacsim.core.api.objects import DynamicCuboid, DynamicCylinder, FixedCuboid
+        from isaacsim.core.api.objects import DynamicCuboid, DynamicCylinder, FixedCuboid, VisualCylinder
         from isaacsim.core.prims import SingleArticulation, SingleXFormPrim
         from isaacsim.core.utils.stage import add_reference_to_stage, get_current_stage
         from isaacsim.core.utils.types import ArticulationAction
@@ -174,10 +200,14 @@ class IsaacPickPlace:
         from pxr import Gf, UsdGeom, UsdLux, UsdPhysics
 
         self._api = {
-            "DynamicCuboid": DynamicCuboid, "DynamicCylinder": DynamicCylinder, "PhysicsMaterial": PhysicsMaterial,
-            "SingleXFormPrim": SingleXFormPrim, "ArticulationAction": ArticulationAction,
-            "get_current_stage": get_current_stage, "Gf": Gf, "UsdPhysics": UsdPhysics, "UsdLux": UsdLux,
-            "UsdGeom": UsdGeom,
+            "World": World, "DynamicCuboid": DynamicCuboid, "DynamicCylinder": DynamicCylinder,
+            "FixedCuboid": FixedCuboid, "VisualCylinder": VisualCylinder, "PhysicsMaterial": PhysicsMaterial,
+            "SingleArticulation": SingleArticulation, "SingleXFormPrim": SingleXFormPrim,
+            "ArticulationAction": ArticulationAction, "add_reference_to_stage": add_reference_to_stage,
+            "get_current_stage": get_current_stage, "Camera": Camera, "get_assets_root_path": get_assets_root_path,
+            "ArticulationKinematicsSolver": ArticulationKinematicsSolver, "LulaKinematicsSolver": LulaKinematicsSolver,
+            "lula_config": lambda: interface_config_loader.load_supported_lula_kinematics_solver_config("Franka"),
+            "Gf": Gf, "UsdPhysics": UsdPhysics, "UsdLux": UsdLux, "UsdGeom": UsdGeom,
         }
         self._variation: SceneVariation | None = None  # this episode's scene variation
         self._pending: SceneVariation | None = None  # set by vary(), built by the next reset()
@@ -186,38 +216,47 @@ class IsaacPickPlace:
         self._platform_view: Any = None
         self._person: Any = None
         self._hidden_lights: list[str] = []
-        self.version = f"isaacsim {getattr(isaacsim, '__version__', '5.x')}"
-        self.width, self.height, self.fps = int(width), int(height), float(fps)
-        self.warmup_frames = int(warmup_frames)
-        root = assets_root or get_assets_root_path()
-        if not root:
-            raise RuntimeError("Isaac Sim assets root not found; set backend option assets_root (a local "
-                               "copy of the Isaac assets or their URL)")
-        self.world = World(physics_dt=1.0 / physics_hz, rendering_dt=1.0 / fps, stage_units_in_meters=1.0)
-        self._substeps = max(1, round(physics_hz / fps))  # physics steps in one rendering_dt
-        self.world.scene.add(FixedCuboid(prim_path="/World/Table", name="table", position=np.array([0.45, 0, -0.375]),
-                                         scale=np.array([0.9, 1.2, 0.75]), color=np.array([0.62, 0.48, 0.33])))
-        add_reference_to_stage(usd_path=root + franka_usd, prim_path=ROBOT_PATH)
-        self.robot = self.world.scene.add(SingleArticulation(prim_path=ROBOT_PATH, name="franka"))
-        self._hand = SingleXFormPrim(f"{ROBOT_PATH}/panda_hand")
-        self._flange = SingleXFormPrim(f"{ROBOT_PATH}/panda_link8")
-        self._fingers = [SingleXFormPrim(f"{ROBOT_PATH}/panda_leftfinger"),
-                         SingleXFormPrim(f"{ROBOT_PATH}/panda_rightfinger")]
-        self.cameras = {
-            "cam_high": Camera(prim_path="/World/cam_high", resolution=(self.width, self.height), frequency=int(fps),
-                               position=np.array([1.15, 0.0, 0.85])),
-            "cam_wrist": Camera(prim_path=f"{ROBOT_PATH}/panda_hand/cam_wrist", resolution=(self.width, self.height),
-                                frequency=int(fps), translation=WRIST_CAMERA_IN_HAND[:3, 3].copy()),
-        }
-        self._material = PhysicsMaterial(prim_path="/World/Materials/grip", static_friction=1.5,
-                                         dynamic_friction=1.5, restitution=0.0)
         self._object = None
         self._object_index = 0
-        self.world.reset()
-        kin_cfg = interface_config_loader.load_supported_lula_kinematics_solver_config("Franka")
-        self._lula = LulaKinematicsSolver(**kin_cfg)
-        self._ik = ArticulationKinematicsSolver(self.robot, self._lula, "right_gripper")
-        self._init_cameras()
+        self.version = f"isaacsim {getattr(isaacsim, '__version__', '5.x')}"
+        self.width, self.height, self.fps = int(width), int(height), float(fps)
+
+    def _world_options(self) -> dict[str, Any]:
+        """Extra World arguments (the default CPU physics pipeline with numpy arrays here)."""
+        return {}
+
+    def _build_world(self, franka_usd: str) -> None:
+        """Table, robot, cameras and the grip material, before the first world.reset()."""
+        api = self._api
+        self.world.scene.add(api["FixedCuboid"](prim_path="/World/Table", name="table",
+                                                position=np.array([0.45, 0, -0.375]),
+                                                scale=np.array([0.9, 1.2, 0.75]), color=np.array([0.62, 0.48, 0.33])))
+        api["add_reference_to_stage"](usd_path=franka_usd, prim_path=ROBOT_PATH)
+        self.robot = self.world.scene.add(api["SingleArticulation"](prim_path=ROBOT_PATH, name="franka"))
+        self._hand = api["SingleXFormPrim"](f"{ROBOT_PATH}/panda_hand")
+        self._flange = api["SingleXFormPrim"](f"{ROBOT_PATH}/panda_link8")
+        self._fingers = [api["SingleXFormPrim"](f"{ROBOT_PATH}/panda_leftfinger"),
+                         api["SingleXFormPrim"](f"{ROBOT_PATH}/panda_rightfinger")]
+        self.cameras = {
+            "cam_high": api["Camera"](prim_path="/World/cam_high", resolution=(self.width, self.height),
+                                      frequency=int(self.fps), position=np.array([1.15, 0.0, 0.85])),
+            "cam_wrist": api["Camera"](prim_path=f"{ROBOT_PATH}/panda_hand/cam_wrist",
+                                       resolution=(self.width, self.height), frequency=int(self.fps),
+                                       translation=WRIST_CAMERA_IN_HAND[:3, 3].copy()),
+        }
+        self._material = api["PhysicsMaterial"](prim_path="/World/Materials/grip", static_friction=1.5,
+                                                dynamic_friction=1.5, restitution=0.0)
+
+    def _after_first_reset(self) -> None:
+        """Lula's kinematics for the robot (its articulation handles exist only after the first reset)."""
+        self._lula = self._api["LulaKinematicsSolver"](**self._api["lula_config"]())
+        self._ik = self._api["ArticulationKinematicsSolver"](self.robot, self._lula, "right_gripper")
+
+    def _marker(self, path: str, name: str, xy: tuple[float, float]) -> None:
+        """The green place marker PyBullet draws: a flat visual disc (no collision) on the table."""
+        self.world.scene.add(self._api["VisualCylinder"](prim_path=path, name=name,
+                                                         position=np.array([xy[0], xy[1], 0.0006]), radius=0.035,
+                                                         height=0.001, color=np.array(MARKER_RGB)))
 
     # ------------------------------------------------------------------ helpers
     def _init_cameras(self) -> None:
@@ -227,14 +266,11 @@ class IsaacPickPlace:
         self._look_at_table()
 
     def _look_at_table(self) -> None:
-        from isaacsim.core.utils.rotations import euler_angles_to_quat
-
-        # overhead camera: pitched down towards the table centre, world axes (+x forward, +z up)
-        pitch = np.arctan2(0.85, 1.15 - 0.45)
-        self.cameras["cam_high"].set_world_pose(
-            position=np.array([1.15, 0.0, 0.85]),
-            orientation=euler_angles_to_quat(np.array([0.0, pitch, np.pi])), camera_axes="world")
-        # wrist camera: the mount every simulator shares (OpenCV axes = Isaac's "ros" camera axes)
+        # overhead camera: PyBullet's pose (OpenCV axes = Isaac's "ros" camera axes), looking at the table
+        pose = look_at(np.array([1.15, 0.0, 0.85]), np.array([0.45, 0.0, 0.0]), np.array([0.0, 0.0, 1.0]))
+        self.cameras["cam_high"].set_world_pose(position=pose[:3, 3], orientation=quat_wxyz(pose[:3, :3]),
+                                                camera_axes="ros")
+        # wrist camera: the mount every simulator shares
         self.cameras["cam_wrist"].set_local_pose(
             translation=WRIST_CAMERA_IN_HAND[:3, 3].copy(), orientation=quat_wxyz(WRIST_CAMERA_IN_HAND[:3, :3]),
             camera_axes="ros")
@@ -252,38 +288,65 @@ class IsaacPickPlace:
 
     # ------------------------------------------------------------------ PickPlaceSim
     def reset(self, scene: Scene) -> None:
-        api = self._api
-        self.detach()
-        stage = api["get_current_stage"]()
-        if stage.GetPrimAtPath(OBJECT_PATH).IsValid():
-            self.world.scene.remove_object(f"object{self._object_index}")
-            stage.RemovePrim(OBJECT_PATH)
-        self._clear_variation(stage)
-        self._variation, self._pending = self._pending, None
-        self._steps = 0
+        stage = self._begin_reset()
         v = self._variation
-        self._object_index += 1
         s = scene.object_size
         at = np.array([*scene.object_xy, s / 2 + 1e-3])
         if v is not None and v.platform is not None and v.platform.carries_object:
             at = np.array([*v.platform.start, v.platform.size[2] + s / 2 + 1e-3])  # on the platform
-        common = dict(prim_path=OBJECT_PATH, name=f"object{self._object_index}", mass=0.08, position=at,
-                      color=np.array(scene.rgba[:3]), physics_material=self._material)
-        if scene.object_kind == "cylinder":
-            obj = api["DynamicCylinder"](radius=s / 2, height=s, **common)
+        self._object = self._add_object(OBJECT_PATH, scene.object_kind, s, scene.rgba, at)
+        self._marker(MARKER_PATH, f"marker{self._object_index}", scene.place_xy)
+        self._episode_objects.append((f"marker{self._object_index}", MARKER_PATH))
+        self._finish_reset(stage)
+
+    def _begin_reset(self) -> Any:
+        """Let go, remove the last episode's objects, markers and variation, take up the pending variation."""
+        self.detach()
+        stage = self._api["get_current_stage"]()
+        for name, path in getattr(self, "_episode_objects", []):
+            self.world.scene.remove_object(name)
+            if stage.GetPrimAtPath(path).IsValid():
+                stage.RemovePrim(path)
+        self._episode_objects: list[tuple[str, str]] = []
+        self._clear_variation(stage)
+        self._variation, self._pending = self._pending, None
+        self._steps = 0
+        self._object_index += 1
+        return stage
+
+    def _add_object(self, path: str, kind: str, size: float, rgba: tuple[float, ...], at: np.ndarray) -> Any:
+        """A rigid cube or cylinder of 80 g with the grip material, in the scene and in this episode's list."""
+        name = f"{path.rsplit('/', 1)[-1].lower()}_{self._object_index}"
+        common = dict(prim_path=path, name=name, mass=0.08, position=at, color=np.array(rgba[:3]),
+                      physics_material=self._material)
+        if kind == "cylinder":
+            obj = self._api["DynamicCylinder"](radius=size / 2, height=size, **common)
         else:
-            obj = api["DynamicCuboid"](scale=np.array([s, s, s]), **common)
-        self._object = self.world.scene.add(obj)
+            obj = self._api["DynamicCuboid"](scale=np.array([size, size, size]), **common)
+        self._episode_objects.append((name, path))
+        return self.world.scene.add(obj)
+
+    def _finish_reset(self, stage: Any) -> None:
+        """The variation's bodies, a world reset, the robots home, cameras up, then the warm-up frames."""
+        v = self._variation
         if v is not None:
             self._build_variation(stage, v)
         self.world.reset()
         if v is not None and v.platform is not None:  # a view for kinematic targets, once physics is up
             self._platform_view = self.world.physics_sim_view.create_rigid_body_view(PLATFORM_PATH)
             self._drive_platform(0.0)
-        self.robot.set_joint_positions(np.concatenate([HOME_Q, [GRIPPER_OPEN, GRIPPER_OPEN]]))
+        for robot in self._robots():
+            robot.set_joint_positions(self._dev(np.concatenate([HOME_Q, [GRIPPER_OPEN, GRIPPER_OPEN]])))
         self._init_cameras()
         self._pose_for(0.0)
         self._render(self.warmup_frames)  # the platform and the person stay at t = 0 meanwhile
+
+    def _robots(self) -> list[Any]:
+        return [self.robot]
+
+    def _dev(self, x: np.ndarray) -> Any:
+        """``x`` as the World's backend takes it (numpy here; a GPU pipeline takes torch tensors)."""
+        return x
 
     def vary(self, variation: SceneVariation) -> None:
         """The next :meth:`reset` builds ``variation`` too (distractors, platform, person, lights)."""
@@ -391,14 +454,14 @@ class IsaacPickPlace:
 
     def ik(self, target_xyz: np.ndarray, q_seed: np.ndarray) -> np.ndarray | None:
         base_pos, base_rot = self.robot.get_world_pose()
-        self._lula.set_robot_base_pose(base_pos, base_rot)
+        self._lula.set_robot_base_pose(_np(base_pos), _np(base_rot))
         action, ok = self._ik.compute_inverse_kinematics(target_position=np.asarray(target_xyz),
                                                          target_orientation=DOWN_WXYZ)
-        return np.asarray(action.joint_positions[:7], dtype=np.float64) if ok else None
+        return _np(action.joint_positions)[:7] if ok else None
 
     def step(self, q_target: np.ndarray, gripper_target: float | np.ndarray) -> None:
         fingers = np.broadcast_to(np.asarray(gripper_target, dtype=np.float64), (2,))
-        action = self._api["ArticulationAction"](joint_positions=np.concatenate([q_target, fingers]))
+        action = self._api["ArticulationAction"](joint_positions=self._dev(np.concatenate([q_target, fingers])))
         self.robot.apply_action(action)
         v = self._variation
         if v is None:
@@ -422,7 +485,7 @@ class IsaacPickPlace:
     # ------------------------------------------------------------------ restore and perturb (bottleneck runs)
     def object_pose(self) -> np.ndarray:
         position, quat = self._object.get_world_pose()  # quaternion w, x, y, z
-        return np.concatenate([np.asarray(position, dtype=np.float64), np.asarray(quat, dtype=np.float64)])
+        return np.concatenate([_np(position), _np(quat)])
 
     def restore(self, q: np.ndarray, fingers: np.ndarray, object_pose: np.ndarray, grasped: bool) -> None:
         """Robot at joints ``q`` [7] and fingers [2], the object at ``object_pose`` (xyz + wxyz), all at rest;
@@ -446,7 +509,7 @@ class IsaacPickPlace:
         rel = np.linalg.inv(_pose_matrix(*self._hand.get_world_pose())) @ _pose_matrix(*self._object.get_world_pose())
         if held:
             self.detach()
-        fingers = np.asarray(self.robot.get_joint_positions(), dtype=np.float64)[7:9]
+        fingers = _np(self.robot.get_joint_positions())[7:9]
         self.robot.set_joint_positions(np.concatenate([np.asarray(q, np.float64), fingers]))
         self.robot.set_joint_velocities(np.zeros(9))
         target = np.concatenate([np.asarray(q, np.float64), fingers])
@@ -470,17 +533,17 @@ class IsaacPickPlace:
         :meth:`restore`); Lula's forward kinematics gives the start pose, in the base frame, which is the world
         frame here (the Franka stands at the origin)."""
         base_pos, base_rot = self.robot.get_world_pose()
-        self._lula.set_robot_base_pose(base_pos, base_rot)
+        self._lula.set_robot_base_pose(_np(base_pos), _np(base_rot))
         pos, rot = self._lula.compute_forward_kinematics("right_gripper", np.asarray(q, np.float64))
         want = np.asarray(rotation, np.float64) @ np.asarray(rot, np.float64)
         action, ok = self._ik.compute_inverse_kinematics(
             target_position=np.asarray(pos, np.float64) + np.asarray(offset, np.float64),
             target_orientation=quat_wxyz(want))
-        return np.asarray(action.joint_positions[:7], dtype=np.float64) if ok else None
+        return _np(action.joint_positions)[:7] if ok else None
 
     def joint_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        q = np.asarray(self.robot.get_joint_positions(), dtype=np.float64)
-        qd = np.asarray(self.robot.get_joint_velocities(), dtype=np.float64)
+        q = _np(self.robot.get_joint_positions())
+        qd = _np(self.robot.get_joint_velocities())
         return q[:7], qd[:7], q[7:9]
 
     def flange_pose(self) -> np.ndarray:
@@ -494,7 +557,7 @@ class IsaacPickPlace:
                          for f in self._fingers])
 
     def object_position(self) -> np.ndarray:
-        return np.asarray(self._object.get_world_pose()[0], dtype=np.float64)
+        return _np(self._object.get_world_pose()[0])
 
     def attach(self) -> None:
         api = self._api
@@ -520,8 +583,8 @@ class IsaacPickPlace:
     def render(self) -> dict[str, CameraImage]:
         out = {}
         for name, cam in self.cameras.items():
-            rgb = np.asarray(cam.get_rgba())[..., :3].astype(np.uint8)
-            depth_m = np.asarray(cam.get_depth(), dtype=np.float64)
+            rgb = np.asarray(cam.get_rgba())[..., :3].astype(np.uint8)  # annotator data: numpy on every pipeline
+            depth_m = _np(cam.get_depth())
             valid = np.isfinite(depth_m) & (depth_m > 0)
             mm = np.where(valid, np.round(np.where(valid, depth_m, 0) * 1000.0), 0).clip(0, 65535).astype(np.uint16)
             position, quat = cam.get_world_pose(camera_axes="ros")  # ros = OpenCV axes: x right, y down, z fwd

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from raygen.actors.tasks.scene import SceneVariationParams
 
 __all__ = [
+    "look_at",
     "GRIPPER_CLOSED",
     "GRIPPER_OPEN",
     "HOME_Q",
@@ -258,6 +259,19 @@ class PickPlaceSim(Protocol):
     def intrinsics(self, camera: str) -> np.ndarray: ...
     def camera_is_moving(self, camera: str) -> bool: ...
     def gripper_geometry(self) -> dict[str, Any]: ...
+
+
+def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """Camera-to-world pose [4,4] with OpenCV axes (x right, y down, z forward) looking from ``eye`` at
+    ``target``, ``up`` pointing up in the image."""
+    z = target - eye
+    z = z / np.linalg.norm(z)
+    x = np.cross(z, up)
+    x = x / np.linalg.norm(x)
+    y = np.cross(z, x)
+    pose = np.eye(4)
+    pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3] = x, y, z, eye
+    return pose
 
 
 def quat_wxyz(r: np.ndarray) -> np.ndarray:

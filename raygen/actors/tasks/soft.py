@@ -54,6 +54,7 @@ __all__ = [
     "SoftParams",
     "SoftPickPlaceSim",
     "SoftScene",
+    "grip_nodes",
     "node_deformation",
     "node_pose",
     "run_soft_pick_place",
@@ -226,6 +227,43 @@ def node_deformation(rest: np.ndarray, nodes: np.ndarray) -> float:
     """RMS distance (m) of the nodes from the best rigid motion of the rest shape: 0 for a rigid move."""
     _, _, fitted = _fit(rest, nodes)
     return float(np.sqrt(np.mean(np.sum((np.asarray(nodes, np.float64) - fitted) ** 2, axis=1))))
+
+
+# ----------------------------------------------------------------------------- the grasp
+
+PAD_HALF_WIDTH = 0.0105
+"""Half a Franka finger's width across the closing direction, m."""
+PAD_SPAN = (-0.022, 0.013)
+"""Where a finger's pad is along the finger, from the TCP (towards the tips positive), m."""
+BOTTOM_LAYER = 0.004
+"""A block's nodes this close to its lowest node are never held (they would drag on the table), m."""
+
+
+def grip_nodes(nodes: np.ndarray, pads: np.ndarray, hand_z: np.ndarray, finger_y: np.ndarray, anchor_depth: float, *,
+               skip_bottom: bool) -> list[tuple[int, int]]:
+    """The nodes a closed Franka hand holds and the finger holding each, (node index, 0 left / 1 right): the
+    nodes between the pads (``pads`` [2,3], world) within a pad's width and span, at most ``anchor_depth``
+    from a finger's inner face (nodes deeper inside a wide object are held by their neighbours); with
+    ``skip_bottom``, not a block's bottom layer. ``hand_z`` is the hand's z axis (along the fingers),
+    ``finger_y`` the closing direction when the pads touch."""
+    across = pads[1] - pads[0]
+    gap = float(np.linalg.norm(across))
+    u = across / gap if gap > 1e-6 else np.asarray(finger_y, np.float64)
+    w = np.asarray(hand_z, np.float64)
+    v = np.cross(w, u)
+    rel = nodes - (pads[0] + pads[1]) / 2
+    s = rel @ u + gap / 2  # 0 at the left pad, gap at the right one
+    inside = (np.abs(rel @ v) <= PAD_HALF_WIDTH) & (rel @ w >= PAD_SPAN[0]) & (rel @ w <= PAD_SPAN[1])
+    inside &= (s >= -anchor_depth) & (s <= gap + anchor_depth)
+    if skip_bottom:
+        inside &= nodes[:, 2] > nodes[:, 2].min() + BOTTOM_LAYER
+    out = []
+    for i in np.flatnonzero(inside):
+        if s[i] <= min(anchor_depth, gap / 2):
+            out.append((int(i), 0))
+        elif s[i] >= gap - min(anchor_depth, gap / 2):
+            out.append((int(i), 1))
+    return out
 
 
 # ----------------------------------------------------------------------------- the simulator adapter

@@ -69,6 +69,7 @@ from raygen.actors.tasks.pick_place import (
     _cartesian_plan,
     _schedule,
     _solve,
+    look_at,
     quat_wxyz,
 )
 from raygen.actors.tasks.two_arm_plan import (  # noqa: F401 (capsules, _segment_distance: re-exported)
@@ -96,6 +97,7 @@ __all__ = [
     "TwoArmSim",
     "allocate_nearest",
     "arm_bases",
+    "high_camera_pose",
     "plan_schedule",
     "run_two_arms",
     "sample_two_arm_scene",
@@ -166,6 +168,14 @@ def arm_bases(params: TwoArmParams) -> tuple[np.ndarray, np.ndarray]:
     b1 = np.diag([-1.0, -1.0, 1.0, 1.0])
     b1[0, 3] = params.arm_distance_m
     return np.eye(4), b1
+
+
+def high_camera_pose(centre_x: float) -> np.ndarray:
+    """``cam_high`` of a two-arm scene (camera-to-world, OpenCV axes), every simulator's: above the table's
+    corner on arm 0's side (-x, -y), looking at the middle between the bases; both arms in view, and the
+    fingers, which close across the line between the arms, seen at 45 degrees."""
+    return look_at(np.array([centre_x - 0.95, -0.95, 1.05]), np.array([centre_x, 0.0, 0.12]),
+                   np.array([0.0, 0.0, 1.0]))
 
 
 def _yaw(base: np.ndarray) -> float:

@@ -1,0 +1,250 @@
+"""Isaac Sim 5.x adapter for the two-arm task: two Frankas facing each other across one table.
+
+The task (schedule, separation, episode) is :mod:`raygen.actors.tasks.two_arms`, shared with PyBullet
+(:class:`raygen.actors.bullet.two_arms.BulletTwoArms`); this file maps :class:`~raygen.actors.tasks.two_arms.
+TwoArmSim` onto Isaac Sim, reusing :class:`~raygen.actors.isaac.sim.IsaacPickPlace` (app start, caches,
+rendering, lighting and distractors, cameras' read-out):
+
+- a second articulation: the same ``franka.usd`` referenced at ``/World/Franka`` and ``/World/Franka_1``,
+  each a ``SingleArticulation`` with its own unique scene name, placed at the scene's base pose (world
+  position and w-first quaternion) before the first ``world.reset()``; a base that changes later is moved
+  with ``set_world_pose`` and ``set_default_state`` (a reset would put it back otherwise);
+- per arm its own ``LulaKinematicsSolver`` (the base pose is per-instance state: ``set_robot_base_pose`` with
+  that robot's world pose before every solve) and ``ArticulationKinematicsSolver``; targets and orientations
+  are world-frame, so a target in the arm's base frame is moved by the base first, and "down" is turned by
+  the base's yaw, which gives each arm the single-arm grasp in its own frame;
+- per arm its object (``/World/Object0``, ``/World/Object1``), place marker, wrist camera (``cam_wrist`` under
+  ``/World/Franka/panda_hand``, ``cam_wrist_1`` under ``/World/Franka_1/panda_hand``, the mount every simulator
+  shares) and grasp (a USD FixedJoint ``/World/GraspJoint<arm>`` between that robot's hand and its object);
+- ``cam_high`` at :func:`~raygen.actors.tasks.two_arms.high_camera_pose` (PyBullet's), the table spanning the
+  bases.
+
+Written against the Isaac Sim 5.0/5.1 sources (see tests/actors/test_isaac.py for the names confirmed and
+tests/actors/test_two_arms.py for the USD calls run against usd-core); not run on an RTX GPU.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from raygen.actors.isaac.sim import (
+    DOWN_WXYZ,
+    PAD_OFFSET,
+    IsaacPickPlace,
+    _np,
+    _pose_matrix,
+    _yaw_wxyz,
+)
+from raygen.actors.tasks.pick_place import TCP_D, WRIST_CAMERA_IN_HAND, quat_wxyz
+from raygen.actors.tasks.two_arms import TwoArmScene, high_camera_pose
+
+__all__ = ["IsaacArm", "IsaacTwoArms"]
+
+ROBOT_PATHS = ("/World/Franka", "/World/Franka_1")
+WRIST_CAMERAS = ("cam_wrist", "cam_wrist_1")
+DEFAULT_BASES = ((0.0, 0.0, 0.0), (1.0, 0.0, float(np.pi)))
+TABLE_PATH = "/World/Table"
+_DOWN = _pose_matrix(np.zeros(3), DOWN_WXYZ)[:3, :3]
+
+
+def _base_matrix(x: float, y: float, yaw: float) -> np.ndarray:
+    return _pose_matrix(np.array([x, y, 0.0]), _yaw_wxyz(yaw))
+
+
+class IsaacArm:
+    """One Franka of an :class:`IsaacTwoArms` stage and the object it is given (the task's ``ArmSim``):
+    ``ik`` takes targets in this arm's base frame; poses and positions it reports are world-frame."""
+
+    def __init__(self, sim: IsaacTwoArms, index: int, robot: Any, base: np.ndarray):
+        api = sim._api
+        self.sim, self.index, self.robot, self.base = sim, index, robot, base
+        path = ROBOT_PATHS[index]
+        self._hand = api["SingleXFormPrim"](f"{path}/panda_hand")
+        self._flange = api["SingleXFormPrim"](f"{path}/panda_link8")
+        self._fingers = [api["SingleXFormPrim"](f"{path}/panda_leftfinger"),
+                         api["SingleXFormPrim"](f"{path}/panda_rightfinger")]
+        self.obj: Any = None
+        self.object_path = f"/World/Object{index}"
+        self.joint_path = f"/World/GraspJoint{index}"
+        self._lula: Any = None
+        self._ik: Any = None
+
+    def init_kinematics(self) -> None:
+        """This arm's own Lula solver (after the first world.reset(): the articulation's handles exist)."""
+        api = self.sim._api
+        self._lula = api["LulaKinematicsSolver"](**api["lula_config"]())
+        self._ik = api["ArticulationKinematicsSolver"](self.robot, self._lula, "right_gripper")
+
+    def _base_to_lula(self) -> None:
+        position, orientation = self.robot.get_world_pose()
+        self._lula.set_robot_base_pose(_np(position), _np(orientation))
+
+    def ik(self, target_xyz: np.ndarray, q_seed: np.ndarray) -> np.ndarray | None:
+        self._base_to_lula()
+        world = (self.base @ np.append(np.asarray(target_xyz, np.float64), 1.0))[:3]
+        action, ok = self._ik.compute_inverse_kinematics(target_position=world,
+                                                         target_orientation=quat_wxyz(self.base[:3, :3] @ _DOWN))
+        return _np(action.joint_positions)[:7] if ok else None
+
+    def command(self, q_target: np.ndarray, finger_targets: float | np.ndarray) -> None:
+        """Joint and finger targets for the next physics steps (the simulator steps both arms together)."""
+        fingers = np.broadcast_to(np.asarray(finger_targets, dtype=np.float64), (2,))
+        joints = self.sim._dev(np.concatenate([np.asarray(q_target, np.float64), fingers]))
+        self.robot.apply_action(self.sim._api["ArticulationAction"](joint_positions=joints))
+
+    def joint_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        q = _np(self.robot.get_joint_positions())
+        qd = _np(self.robot.get_joint_velocities())
+        return q[:7], qd[:7], q[7:9]
+
+    def hand_pose(self) -> np.ndarray:
+        return _pose_matrix(*self._hand.get_world_pose())
+
+    def flange_pose(self) -> np.ndarray:
+        return _pose_matrix(*self._flange.get_world_pose())
+
+    def tcp_position(self) -> np.ndarray:
+        return (self.hand_pose() @ np.array([0.0, 0.0, TCP_D, 1.0]))[:3]
+
+    def finger_pads(self) -> np.ndarray:
+        return np.stack([(_pose_matrix(*f.get_world_pose()) @ np.append(PAD_OFFSET, 1.0))[:3] for f in self._fingers])
+
+    def object_position(self) -> np.ndarray:
+        return _np(self.obj.get_world_pose()[0])
+
+    def object_pose(self) -> np.ndarray:
+        position, quat = self.obj.get_world_pose()  # quaternion w, x, y, z
+        return np.concatenate([_np(position), _np(quat)])
+
+    def attach(self) -> None:
+        """A FixedJoint from this robot's hand to its object, where the object is now."""
+        api = self.sim._api
+        stage = api["get_current_stage"]()
+        rel = np.linalg.inv(self.hand_pose()) @ _pose_matrix(*self.obj.get_world_pose())
+        joint = api["UsdPhysics"].FixedJoint.Define(stage, self.joint_path)
+        joint.CreateBody0Rel().SetTargets([f"{ROBOT_PATHS[self.index]}/panda_hand"])
+        joint.CreateBody1Rel().SetTargets([self.object_path])
+        gf = api["Gf"]
+        joint.CreateLocalPos0Attr().Set(gf.Vec3f(*rel[:3, 3].tolist()))
+        w, x, y, z = (float(v) for v in quat_wxyz(rel[:3, :3]))
+        joint.CreateLocalRot0Attr().Set(gf.Quatf(w, x, y, z))
+        joint.CreateLocalPos1Attr().Set(gf.Vec3f(0.0, 0.0, 0.0))
+        joint.CreateLocalRot1Attr().Set(gf.Quatf(1.0, 0.0, 0.0, 0.0))
+
+    def detach(self) -> None:
+        stage = self.sim._api["get_current_stage"]()
+        if stage.GetPrimAtPath(self.joint_path).IsValid():
+            stage.RemovePrim(self.joint_path)
+
+
+class IsaacTwoArms(IsaacPickPlace):
+    """One Isaac Sim process running two-arm episodes (:class:`~raygen.actors.tasks.two_arms.TwoArmSim`).
+    Options are IsaacPickPlace's. Scene variation: lighting and distractors (the task refuses the rest)."""
+
+    name = "isaac"
+    camera_names = ("cam_high", *WRIST_CAMERAS)
+
+    # ------------------------------------------------------------------ world
+    def _build_world(self, franka_usd: str) -> None:
+        api = self._api
+        self._bases = DEFAULT_BASES
+        self._table(DEFAULT_BASES)
+        self.robots = []
+        for i, (path, (x, y, yaw)) in enumerate(zip(ROBOT_PATHS, DEFAULT_BASES)):
+            api["add_reference_to_stage"](usd_path=franka_usd, prim_path=path)
+            self.robots.append(self.world.scene.add(api["SingleArticulation"](
+                prim_path=path, name=f"franka{i}", position=np.array([x, y, 0.0]), orientation=_yaw_wxyz(yaw))))
+        self.robot = self.robots[0]
+        self.arms = tuple(IsaacArm(self, i, r, _base_matrix(*b)) for i, (r, b) in enumerate(zip(self.robots,
+                                                                                                  DEFAULT_BASES)))
+        self.cameras = {"cam_high": api["Camera"](prim_path="/World/cam_high", resolution=(self.width, self.height),
+                                                  frequency=int(self.fps))}
+        for cam, path in zip(WRIST_CAMERAS, ROBOT_PATHS):
+            self.cameras[cam] = api["Camera"](prim_path=f"{path}/panda_hand/{cam}",
+                                              resolution=(self.width, self.height), frequency=int(self.fps),
+                                              translation=WRIST_CAMERA_IN_HAND[:3, 3].copy())
+        self._material = api["PhysicsMaterial"](prim_path="/World/Materials/grip", static_friction=1.5,
+                                                dynamic_friction=1.5, restitution=0.0)
+
+    def _table(self, bases: tuple[tuple[float, float, float], ...]) -> None:
+        """The table from one base to the other (x), 1.2 m wide, its top at z = 0."""
+        x0, x1 = min(b[0] for b in bases), max(b[0] for b in bases)
+        stage = self._api["get_current_stage"]()
+        if stage.GetPrimAtPath(TABLE_PATH).IsValid():
+            self.world.scene.remove_object("table")
+            if stage.GetPrimAtPath(TABLE_PATH).IsValid():
+                stage.RemovePrim(TABLE_PATH)
+        self.world.scene.add(self._api["FixedCuboid"](
+            prim_path=TABLE_PATH, name="table", position=np.array([0.5 * (x0 + x1), 0.0, -0.375]),
+            scale=np.array([max(x1 - x0, 0.9), 1.2, 0.75]), color=np.array([0.62, 0.48, 0.33])))
+
+    def _after_first_reset(self) -> None:
+        for arm in self.arms:
+            arm.init_kinematics()
+
+    def _robots(self) -> list[Any]:
+        return list(self.robots)
+
+    def _look_at_table(self) -> None:
+        cx = 0.5 * (min(b[0] for b in self._bases) + max(b[0] for b in self._bases))
+        pose = high_camera_pose(cx)  # OpenCV axes = Isaac's "ros" camera axes
+        self.cameras["cam_high"].set_world_pose(position=pose[:3, 3], orientation=quat_wxyz(pose[:3, :3]),
+                                                camera_axes="ros")
+        for cam in WRIST_CAMERAS:
+            self.cameras[cam].set_local_pose(translation=WRIST_CAMERA_IN_HAND[:3, 3].copy(),
+                                             orientation=quat_wxyz(WRIST_CAMERA_IN_HAND[:3, :3]), camera_axes="ros")
+
+    def _place_bases(self, bases: tuple[tuple[float, float, float], ...]) -> None:
+        """Robots (and the table) where the scene puts the bases; they stay there through later resets."""
+        if tuple(tuple(float(v) for v in b) for b in bases) == self._bases:
+            return
+        for arm, (x, y, yaw) in zip(self.arms, bases):
+            position, orientation = np.array([x, y, 0.0]), _yaw_wxyz(yaw)
+            arm.robot.set_world_pose(position=position, orientation=orientation)
+            arm.robot.set_default_state(position=position, orientation=orientation)
+            arm.base = _base_matrix(x, y, yaw)
+        self._table(bases)
+        self._bases = tuple(tuple(float(v) for v in b) for b in bases)
+
+    # ------------------------------------------------------------------ TwoArmSim
+    def reset(self, scene: TwoArmScene) -> None:  # type: ignore[override]
+        if not isinstance(scene, TwoArmScene):
+            raise ValueError(f"IsaacTwoArms.reset: needs a TwoArmScene (raygen.actors.tasks.two_arms."
+                             f"sample_two_arm_scene), got {type(scene).__name__}")
+        stage = self._begin_reset()
+        self._place_bases(scene.bases)
+        for arm, s in zip(self.arms, scene.arms):
+            at = np.array([*s.object_xy, s.object_size / 2 + 1e-3])
+            arm.obj = self._add_object(arm.object_path, s.object_kind, s.object_size, s.rgba, at)
+            name = f"marker{arm.index}_{self._object_index}"
+            self._marker(f"/World/PlaceMarker{arm.index}", name, s.place_xy)
+            self._episode_objects.append((name, f"/World/PlaceMarker{arm.index}"))
+        self._object = self.arms[0].obj
+        self._finish_reset(stage)
+
+    def step(self, q_targets: list[np.ndarray], finger_targets: list[np.ndarray]) -> None:  # type: ignore[override]
+        """One control frame for both arms: each arm's targets, then one rendering_dt of physics."""
+        for arm, q, f in zip(self.arms, q_targets, finger_targets):
+            arm.command(q, f)
+        self._pose_for((self._steps + 1) / self.fps)  # the light as the frame at the end of this step shows it
+        self._render(1)
+        self._steps += 1
+
+    def detach(self, arm: int | None = None) -> None:  # type: ignore[override]
+        for a in self.arms if arm is None else (self.arms[arm],):
+            a.detach()
+
+    def attach(self, arm: int = 0) -> None:  # type: ignore[override]
+        self.arms[arm].attach()
+
+    def camera_is_moving(self, camera: str) -> bool:
+        return camera in WRIST_CAMERAS
+
+    def capabilities(self) -> dict[str, Any]:
+        return {**super().capabilities(), "arms": len(ROBOT_PATHS), "scene_variation": ["lighting", "distractors"]}
+
+    def gripper_geometry(self) -> dict[str, Any]:
+        return {**super().gripper_geometry(), "wrist_cameras": list(WRIST_CAMERAS)}
+
