@@ -112,8 +112,10 @@ class WorkerBenchRow:
 
 
 def bench_worker(*, sizes: tuple[int, ...] = (128, 256), episodes: int = 3, steps_per_segment: int = 30,
-                 renderer: str = "auto", task: dict[str, Any] | None = None) -> list[WorkerBenchRow]:
-    """One hosted PyBullet worker per size: episodes/minute and where an episode's time goes.
+                 renderer: str = "auto", task: dict[str, Any] | None = None,
+                 task_name: str = "pick_place") -> list[WorkerBenchRow]:
+    """One hosted PyBullet worker per size: episodes/minute and where an episode's time goes, for
+    ``task_name`` (pick_place, soft_pick_place or two_arms) with task parameters ``task``.
 
     Baseline in the same run: the same specs on the same backend in this process (no child, no transfer).
     """
@@ -123,9 +125,9 @@ def bench_worker(*, sizes: tuple[int, ...] = (128, 256), episodes: int = 3, step
 
     rows = []
     for size in sizes:
-        opts = {"width": size, "height": size, "renderer": renderer,
+        opts = {"width": size, "height": size, "renderer": renderer, "task_name": task_name,
                 "task": {"steps_per_segment": steps_per_segment, **(task or {})}}
-        specs = [EpisodeSpec("bench-pick_place", 0, i) for i in range(episodes + 1)]
+        specs = [EpisodeSpec(f"bench-{task_name}", 0, i) for i in range(episodes + 1)]
         host = WorkerHost(HostConfig(backend="bullet", options=opts))
         try:
             host.run(specs[0])  # start-up and warm-up, untimed
@@ -159,7 +161,7 @@ def bench_worker(*, sizes: tuple[int, ...] = (128, 256), episodes: int = 3, step
 
 
 def format_worker_bench(rows: list[WorkerBenchRow]) -> str:
-    lines = ["one PyBullet worker, pick-and-place, 2 cameras RGB + depth per frame"]
+    lines = ["one PyBullet worker, RGB + depth per camera per frame"]
     lines.append(f"{'size':>9} {'renderer':>8} {'ep/min':>7} {'s/ep':>6} {'physics':>8} {'render':>7} "
                  f"{'transfer':>8} {'other':>6} {'hosted/in-process throughput':>29}")
     for r in rows:

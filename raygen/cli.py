@@ -128,7 +128,7 @@ def _cmd_bench_worker(args: argparse.Namespace) -> int:
     from raygen.bench import bench_worker, format_worker_bench
 
     rows = bench_worker(sizes=tuple(args.sizes), episodes=args.episodes, steps_per_segment=args.steps_per_segment,
-                        renderer=args.renderer, task=_task_overrides(args.set))
+                        renderer=args.renderer, task=_task_overrides(args.set), task_name=args.task)
     print(format_worker_bench(rows))
     return 0
 
@@ -455,6 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     bk.add_argument("--episodes", type=int, default=3, help="timed episodes per size (after one warm-up)")
     bk.add_argument("--steps-per-segment", type=int, default=30, help="frames per phase (9 phases)")
     bk.add_argument("--renderer", default="auto", choices=["auto", "tiny", "egl"])
+    bk.add_argument("--task", default="pick_place", choices=["pick_place", "soft_pick_place", "two_arms"],
+                    help="the task to run (two_arms: three cameras)")
     bk.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a task parameter, dotted for nested ones, e.g. --set scene.lighting.enabled=true")
     bk.set_defaults(func=_cmd_bench_worker)

@@ -3,7 +3,9 @@ from pypi.nvidia.com), on a REAL USD stage (usd-core's pxr). The raygen Isaac ad
 them; what the stand-ins do is only what the USD stage needs to answer (prims at paths, poses as xform ops)
 and a record of every call, so the adapters' USD authoring and their frame maths can be checked. Physics,
 rendering and the articulation's dynamics are not modelled: a robot's links sit at fixed offsets from its
-root, joints are whatever was last set.
+root (``Fake.physics`` holds the link poses physics reports; a test may move them, USD keeps the old ones, as on
+the GPU pipeline), joints are whatever was last set; a World made with a CUDA device hands out
+``DeviceArray`` (a stand-in for CUDA tensors).
 
 ``install(sim)`` gives an adapter made with ``object.__new__`` the attributes IsaacPickPlace._launch would.
 """
@@ -57,6 +59,32 @@ def world_matrix(stage: Usd.Stage, path: str) -> np.ndarray:
         Usd.TimeCode.Default())).T
 
 
+class DeviceArray:
+    """What the GPU pipeline returns (a CUDA torch tensor): only ``.detach().cpu().numpy()`` gives numpy;
+    numpy conversion of the tensor itself fails, as it does for a CUDA tensor."""
+
+    def __init__(self, a):
+        self._a = np.asarray(a, np.float32)
+
+    def detach(self):
+        return self
+
+    def cpu(self):
+        return self
+
+    def numpy(self):
+        return self._a.copy()
+
+    def __array__(self, *args, **kw):
+        raise TypeError("can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu() to copy the tensor "
+                        "to host memory first.")
+
+
+def plain(x):
+    """numpy of what an adapter handed a stand-in (a DeviceArray on the GPU pipeline)."""
+    return x.numpy() if isinstance(x, DeviceArray) else np.asarray(x, np.float64)
+
+
 class Log:
     """Every stand-in call, in order: (what, path or name, kwargs)."""
 
@@ -77,7 +105,13 @@ class Fake:
         self.stage = Usd.Stage.CreateInMemory()
         self.log = Log()
         self.nodes: np.ndarray | None = None  # what soft-body views return, [N,3]
+        self.rest_local: np.ndarray | None = None  # a deformable body's cooked rest points, [N,3]
+        self.gpu = False  # a World(device="cuda..."): getters hand out DeviceArrays
+        self.physics: dict[str, np.ndarray] = {}  # link path -> its pose as physics has it (USD is not updated)
         stage, log, fake = self.stage, self.log, self
+
+        def out(x):
+            return DeviceArray(x) if fake.gpu else np.asarray(x, np.float64)
 
         class Prim:  # DynamicCuboid, DynamicCylinder, FixedCuboid, VisualCylinder, SingleXFormPrim
             def __init__(self, prim_path, name=None, position=None, orientation=None, **kw):
@@ -85,6 +119,11 @@ class Fake:
                     UsdGeom.Xform.Define(stage, prim_path)
                 self.prim_path, self.name, self.kw = prim_path, name, kw
                 log("prim", prim_path, name=name, position=position, orientation=orientation, **kw)
+                if kw.get("color") is not None:  # as isaacsim's objects: a new material for each coloured one
+                    n = 0
+                    while stage.GetPrimAtPath(f"/World/Looks/visual_material_{n}").IsValid():
+                        n += 1
+                    UsdShade.Material.Define(stage, f"/World/Looks/visual_material_{n}")
                 if position is not None:
                     self.set_world_pose(position, np.array([1.0, 0, 0, 0]) if orientation is None else orientation)
 
@@ -106,16 +145,20 @@ class Fake:
                 log("default_state", self.prim_path, position=position, orientation=orientation)
 
             def set_joint_positions(self, q):
-                self.q = np.asarray(q, np.float64).copy()
+                self.q = plain(q).astype(np.float64)
 
             def get_joint_positions(self):
-                return self.q.copy()
+                return out(self.q)
 
             def get_joint_velocities(self):
-                return self.qd.copy()
+                return out(self.qd)
+
+            def get_world_pose(self):
+                position, quat = super().get_world_pose()
+                return out(position), out(quat)
 
             def apply_action(self, action):
-                self.actions.append(np.asarray(action.joint_positions, np.float64).copy())
+                self.actions.append(plain(action.joint_positions).copy())
 
         def add_reference_to_stage(usd_path, prim_path):
             log("reference", prim_path, usd_path=usd_path)
@@ -123,6 +166,20 @@ class Fake:
             for link, m in LINKS.items():
                 UsdGeom.Xform.Define(stage, f"{prim_path}/{link}")
                 set_pose(stage, f"{prim_path}/{link}", m, local=True)
+
+        class Link(Prim):  # SingleRigidPrim on an articulation link: its pose from physics, not from USD
+            def __init__(self, prim_path, name):
+                super().__init__(prim_path, name)
+                self.ready = False
+
+            def initialize(self, physics_sim_view=None):
+                self.ready = True  # physics has the link again; its pose is what USD had at the reset
+                fake.physics[self.prim_path] = world_matrix(stage, self.prim_path)
+
+            def get_world_pose(self):
+                assert self.ready, f"{self.prim_path}: read before initialize() after a reset"
+                m = fake.physics[self.prim_path]
+                return out(m[:3, 3]), out(matrix_wxyz(m[:3, :3]))
 
         class Camera(Prim):
             def __init__(self, prim_path, resolution, frequency, position=None, translation=None):
@@ -162,6 +219,7 @@ class Fake:
         class World:
             def __init__(self, **kw):
                 log("world", "/World", **kw)
+                fake.gpu = str(kw.get("device", "cpu")).startswith("cuda")
                 self.scene, self.physics_sim_view = Scene(), self
                 self.resets = self.steps = self.renders = 0
 
@@ -178,26 +236,34 @@ class Fake:
             def get_physics_context(self):
                 return PhysicsContext()
 
-        class Lula:  # LulaKinematicsSolver
+            def create_rigid_body_view(self, path):
+                assert stage.GetPrimAtPath(path).IsValid()
+                self.targets = []
+                return self
+
+            def set_kinematic_targets(self, data, idx):  # omni.physics.tensors: float32 xyz + xyzw, int32 indices
+                assert data.dtype == np.float32 and data.shape == (1, 7) and idx.dtype == np.int32
+                self.targets.append(data[0].copy())
+
+        class Lula:  # LulaKinematicsSolver: records the world-frame targets it is given
             def __init__(self, **cfg):
                 self.base = None
 
             def set_robot_base_pose(self, position, orientation):
-                assert isinstance(position, np.ndarray) and isinstance(orientation, np.ndarray)  # Lula indexes them
+                assert type(position) is np.ndarray and type(orientation) is np.ndarray  # Lula indexes them
                 self.base = (position.copy(), orientation.copy())
+
+            def compute_inverse_kinematics(self, frame_name, target_position, target_orientation=None,
+                                           warm_start=None):
+                for a in (target_position, target_orientation, warm_start):  # pybind/Eigen takes numpy only
+                    assert type(a) is np.ndarray and a.dtype == np.float64, type(a)
+                log("ik", frame_name, target_position=target_position, target_orientation=target_orientation,
+                    warm_start=warm_start, base=self.base)
+                return np.arange(7, dtype=np.float64) * 0.1, True
 
         class Action:
             def __init__(self, joint_positions):
                 self.joint_positions = joint_positions
-
-        class ArticulationIK:  # ArticulationKinematicsSolver: records the world-frame targets it is given
-            def __init__(self, robot, lula, frame):
-                self.robot, self.lula, self.frame = robot, lula, frame
-
-            def compute_inverse_kinematics(self, target_position, target_orientation):
-                log("ik", self.robot.prim_path, target_position=np.asarray(target_position),
-                    target_orientation=np.asarray(target_orientation), base=self.lula.base)
-                return Action(np.arange(7, dtype=np.float64) * 0.1), True
 
         class Recorded:  # materials, particle system, deformable and cloth wrappers: their arguments
             kind = "recorded"
@@ -242,9 +308,12 @@ class Fake:
                 log("view_init", self.path)
 
             def get_simulation_mesh_nodal_positions(self):
-                return fake.nodes[None].copy()
+                return out(fake.nodes[None])
 
             get_world_positions = get_simulation_mesh_nodal_positions
+
+            def get_simulation_mesh_rest_points(self):
+                return out(fake.rest_local[None])
 
         class Attachment:  # pxr.PhysxSchema.PhysxPhysicsAttachment, authored with plain USD calls
             def __init__(self, prim):
@@ -273,14 +342,15 @@ class Fake:
         self.api = {
             "World": World, "DynamicCuboid": Prim, "DynamicCylinder": Prim, "FixedCuboid": Prim,
             "VisualCylinder": Prim, "PhysicsMaterial": lambda **kw: kw, "SingleArticulation": Articulation,
-            "SingleXFormPrim": Prim, "ArticulationAction": Action, "add_reference_to_stage": add_reference_to_stage,
+            "SingleXFormPrim": Prim, "SingleRigidPrim": Link, "ArticulationAction": Action,
+            "add_reference_to_stage": add_reference_to_stage,
             "get_current_stage": lambda: stage, "Camera": Camera, "get_assets_root_path": lambda: "/assets",
-            "ArticulationKinematicsSolver": ArticulationIK, "LulaKinematicsSolver": Lula, "lula_config": dict,
+            "LulaKinematicsSolver": Lula, "lula_config": dict,
             "Gf": Gf, "UsdPhysics": UsdPhysics, "UsdLux": UsdLux, "UsdGeom": UsdGeom, "Sdf": Sdf, "Vt": Vt,
             "DeformableMaterial": DeformableMaterial, "ParticleMaterial": ParticleMaterial,
             "SingleParticleSystem": SingleParticleSystem, "SingleDeformablePrim": SingleDeformablePrim,
             "SingleClothPrim": SingleClothPrim, "DeformablePrim": View, "ClothPrim": View, "PhysxSchema": PhysxSchema,
-            "to_device": lambda x: np.asarray(x, np.float32),  # the GPU pipeline's torch tensors, as numpy here
+            "to_device": DeviceArray,  # the GPU pipeline's torch tensors
         }
 
 
@@ -289,7 +359,7 @@ def build(cls: type, fake: Fake, **options: Any) -> Any:
     replaced by what IsaacPickPlace._launch sets (no Kit to start, no isaacsim to import)."""
 
     def launch(self, *, width, height, fps, cpu_threads, active_gpu):
-        self._api, self._rendering = fake.api, True
+        self._api, self._rendering, self._active_gpu = fake.api, True, active_gpu
         self._variation = self._pending = self._platform_view = self._person = self._object = None
         self._steps, self._var_objects, self._hidden_lights, self._object_index = 0, [], [], 0
         self.version, self.width, self.height, self.fps = "isaacsim stand-in", width, height, fps

@@ -15,7 +15,7 @@ pytest.importorskip("pxr")
 from pxr import UsdGeom, UsdPhysics  # noqa: E402
 
 from raygen.actors.spec import EpisodeSpec  # noqa: E402
-from raygen.actors.tasks.pick_place import HOME_Q  # noqa: E402
+from raygen.actors.tasks.pick_place import HOME_Q, WRIST_CAMERA_IN_HAND  # noqa: E402
 from raygen.actors.tasks.soft import SoftParams, sample_soft_scene  # noqa: E402
 from raygen.actors.tasks.two_arms import TwoArmParams, high_camera_pose, sample_two_arm_scene  # noqa: E402
 from tests.actors.isaac_standins import Fake, build, world_matrix, wxyz_matrix  # noqa: E402
@@ -53,8 +53,11 @@ def test_two_articulations_with_their_own_cameras_objects_and_markers():
         assert np.allclose(obj[:2], s.object_xy) and obj[2] == pytest.approx(s.object_size / 2 + 1e-3)
         assert np.allclose(world_matrix(fake.stage, f"/World/PlaceMarker{a}")[:2, 3], s.place_xy)
         assert np.allclose(sim.robots[a].get_joint_positions()[:7], HOME_Q)
-    sim.reset(_scene(params, 1))  # the next episode replaces both objects (scene names stay unique)
+    looks = len(fake.stage.GetPrimAtPath("/World/Looks").GetChildren())
+    for i in (1, 2, 3):
+        sim.reset(_scene(params, i))  # the next episodes replace both objects (scene names stay unique)
     assert sum(n.startswith("object") for n in sim.world.scene.objects) == 2
+    assert len(fake.stage.GetPrimAtPath("/World/Looks").GetChildren()) == looks  # no material left behind
 
 
 def test_each_arm_solves_in_its_own_base_frame_and_grasps_its_own_object():
@@ -63,9 +66,11 @@ def test_each_arm_solves_in_its_own_base_frame_and_grasps_its_own_object():
     fake = Fake()
     sim = build(IsaacTwoArms, fake)
     sim.reset(_scene(TwoArmParams()))
-    q = sim.arms[1].ik(np.array([0.4, 0.1, 0.2]), np.zeros(7))
+    seed = np.linspace(-0.3, 0.3, 7)
+    q = sim.arms[1].ik(np.array([0.4, 0.1, 0.2]), seed)
     assert np.allclose(q, np.arange(7) * 0.1)
-    call = fake.log.of("ik")[-1][1]
+    frame, call = fake.log.of("ik")[-1]
+    assert frame == "right_gripper" and np.array_equal(call["warm_start"], seed)  # the task's seed, not the robot's
     assert np.allclose(call["target_position"], [0.6, -0.1, 0.2])  # arm 1's base: x = 1 m, turned 180 degrees
     r = wxyz_matrix(call["target_orientation"])
     assert np.allclose(r[:, 2], [0, 0, -1], atol=1e-9)  # the TCP points down
@@ -87,6 +92,15 @@ def test_each_arm_solves_in_its_own_base_frame_and_grasps_its_own_object():
     assert not fake.stage.GetPrimAtPath("/World/GraspJoint1").IsValid()
     assert fake.stage.GetPrimAtPath("/World/GraspJoint0").IsValid()  # the other arm still holds
 
+    # poses come from physics: move arm 1's hand there (USD keeps the old pose, as on the GPU pipeline)
+    hand_path = "/World/Franka_1/panda_hand"
+    moved = fake.physics[hand_path].copy()
+    moved[:3, 3] += [0.0, 0.05, -0.1]
+    fake.physics[hand_path] = moved
+    assert np.allclose(sim.arms[1].tcp_position(), (moved @ [0, 0, 0.1034, 1.0])[:3])
+    assert np.allclose(sim.camera_pose("cam_wrist_1"), moved @ WRIST_CAMERA_IN_HAND)
+    assert np.allclose(sim.camera_pose("cam_wrist"), world_matrix(fake.stage, "/World/Franka/panda_hand")
+                       @ WRIST_CAMERA_IN_HAND)
     steps = sim.world.steps
     sim.step([np.full(7, 0.1), np.full(7, 0.2)], [np.full(2, 0.04), np.full(2, 0.01)])
     assert sim.world.steps == steps + 1  # one rendering_dt for both arms
@@ -102,8 +116,10 @@ def test_a_new_arm_distance_moves_the_second_robot_the_table_and_the_camera():
     sim.reset(_scene(TwoArmParams(arm_distance_m=1.2)))
     pos, _ = sim.robots[1].get_world_pose()
     assert np.allclose(pos, [1.2, 0, 0]) and np.allclose(sim.arms[1].base[:3, 3], [1.2, 0, 0])
-    defaults = [p for p, kw in fake.log.of("default_state")]
-    assert "/World/Franka_1" in defaults  # or a world reset would put it back
+    default = dict(fake.log.of("default_state"))["/World/Franka_1"]  # or a world reset would put it back
+    assert np.allclose(default["position"], [1.2, 0, 0])
+    assert np.allclose(wxyz_matrix(default["orientation"]), np.diag([-1.0, -1.0, 1.0]), atol=1e-9)
+    assert np.allclose(sim.arms[1].tcp_position()[:2], [1.2 - 0.5, 0.0])  # its hand came along (after the reset)
     table = [kw for p, kw in fake.log.of("prim") if p == "/World/Table"][-1]
     assert np.allclose(table["position"][:2], [0.6, 0.0]) and table["scale"][0] == pytest.approx(1.2)
     high = [kw for p, kw in fake.log.of("camera_world_pose") if p == "/World/cam_high"][-1]
@@ -141,10 +157,12 @@ def test_a_soft_block_is_a_deformable_mesh_with_the_drawn_material_and_mass():
     fake = Fake()
     sim = build(IsaacSoftPickPlace, fake, block_resolution=5)
     world = fake.log.of("world")[0][1]
-    assert world["device"] == "cuda" and world["backend"] == "torch"  # PhysX deformables: GPU pipeline only
+    assert world["device"] == "cuda:0" and world["backend"] == "torch"  # PhysX deformables: GPU pipeline only
+    assert sim.KIT_SETTINGS == ("--/app/useFabricSceneDelegate=0",)
     scene = _soft("foam")
     at = np.array([*scene.object_xy, scene.object_size / 2 + 1e-3])
-    fake.nodes = cube_mesh(scene.object_size)[0] + at  # what the view reads after the warm-up
+    fake.rest_local = cube_mesh(scene.object_size)[0] * 0.999  # the cooked simulation mesh's rest points
+    fake.nodes = fake.rest_local + at + [0, 0, -0.002]  # settled 2 mm during the warm-up
     sim.reset(scene)
     mesh = UsdGeom.Mesh(fake.stage.GetPrimAtPath(SOFT_PATH))
     points = np.array(mesh.GetPointsAttr().Get())
@@ -158,7 +176,10 @@ def test_a_soft_block_is_a_deformable_mesh_with_the_drawn_material_and_mass():
     (path, body), = fake.log.of("deformable")
     assert path == SOFT_PATH and body["simulation_hexahedral_resolution"] == 5
     assert body["deformable_material"].prim_path == mat_path and body["self_collision"] is False
-    assert np.allclose(sim.rest_nodes(), fake.nodes) and np.allclose(sim.object_pose()[3:], [1, 0, 0, 0])
+    assert np.allclose(sim.rest_nodes(), fake.rest_local + at)  # as built, before any step
+    assert np.allclose(sim.object_pose()[:3], at + [0, 0, -0.002]) and np.allclose(sim.object_pose()[3:], [1, 0, 0, 0])
+    q, qd, fingers = sim.joint_state()  # read through the GPU pipeline's tensors
+    assert np.allclose(q, HOME_Q) and np.allclose(fingers, 0.04)
     assert sim.object_kinds == ("block", "cloth")
 
 
@@ -169,7 +190,8 @@ def test_the_grasp_attaches_the_nodes_between_the_fingers_to_each_finger():
     sim = build(IsaacSoftPickPlace, fake)
     scene = _soft("foam")
     at = np.array([*scene.object_xy, scene.object_size / 2 + 1e-3])
-    fake.nodes = cube_mesh(scene.object_size)[0] + at
+    fake.rest_local = cube_mesh(scene.object_size)[0][:6]  # six nodes at rest, as many as below
+    fake.nodes = fake.rest_local + at
     sim.reset(scene)
     pads = sim.finger_pads()
     hand = world_matrix(fake.stage, "/World/Franka/panda_hand")
@@ -179,7 +201,6 @@ def test_the_grasp_attaches_the_nodes_between_the_fingers_to_each_finger():
     others = [pads[0] + 0.1 * across, (pads[0] + pads[1]) / 2 + 0.05 * along, pads[0] - 0.03 * across]
     now = np.array(held + others)
     fake.nodes = now  # the nodes as they are at the grasp (their rest shape stays the one read at reset)
-    sim._rest = sim._rest[:6]  # six nodes at rest, as many as now
     sim.attach()
     assert sim.anchored_nodes() == [0, 1, 2]
     for finger, nodes in ((0, [0, 1]), (1, [2])):
@@ -192,7 +213,9 @@ def test_the_grasp_attaches_the_nodes_between_the_fingers_to_each_finger():
         back = (to_world[:3, :3] @ in_finger.T).T + to_world[:3, 3]
         assert np.allclose(back, now[nodes], atol=1e-6)  # where the nodes are now, held in the finger's frame
         in_body = np.array(att.GetAttribute("points0").Get(), np.float64)
-        assert np.allclose(in_body, sim._rest[nodes] - at, atol=1e-6)  # the same nodes at rest, body frame
+        rest = fake.rest_local[nodes]  # the same nodes at rest, body frame, half a millimetre inwards
+        assert np.allclose(np.linalg.norm(in_body - rest, axis=1), 0.0005, atol=1e-6)
+        assert np.all(np.linalg.norm(in_body, axis=1) < np.linalg.norm(rest, axis=1))
     sim.detach()
     assert not fake.stage.GetPrimAtPath(f"{SOFT_PATH}/Attachment0").IsValid() and sim.anchored_nodes() == []
 
@@ -203,7 +226,7 @@ def test_a_cloth_is_particle_cloth_in_its_own_particle_system_and_the_block_is_g
     fake = Fake()
     sim = build(IsaacSoftPickPlace, fake, cloth_cells=10)
     block = _soft("foam")
-    fake.nodes = cube_mesh(block.object_size)[0]
+    fake.nodes = fake.rest_local = cube_mesh(block.object_size)[0]
     sim.reset(block)
     block_material = fake.log.of("deformable_material")[0][0]
     cloth = _soft("cloth")

@@ -283,75 +283,18 @@ def test_the_scene_section_is_checked_and_every_problem_named():
 
 def test_the_isaac_adapter_builds_and_animates_the_variation_in_usd():
     """IsaacPickPlace's scene variation against real USD (usd-core; isaacsim itself cannot be installed
-    here): stand-ins replace only the isaacsim classes. Skipped without pxr."""
+    here): the stand-ins of tests/actors/isaac_standins.py replace only the isaacsim classes. Skipped without
+    pxr."""
     pytest.importorskip("pxr")
     from pxr import Gf, Usd, UsdGeom, UsdLux, UsdPhysics
 
     from raygen.actors.isaac import sim as isim
+    from tests.actors.isaac_standins import Fake, build
 
-    stage = Usd.Stage.CreateInMemory()
+    fake = Fake()
+    stage = fake.stage
     UsdLux.DistantLight.Define(stage, "/Environment/defaultLight")  # a light the stage already had
-
-    class Prim:  # DynamicCuboid / DynamicCylinder / SingleXFormPrim
-        def __init__(self, prim_path, name=None, position=None, orientation=None, **kw):
-            if not stage.GetPrimAtPath(prim_path).IsValid():
-                UsdGeom.Cube.Define(stage, prim_path)
-            self.path, self.name = prim_path, name
-            if position is not None:
-                self.set_world_pose(position, np.array([1.0, 0, 0, 0]) if orientation is None else orientation)
-
-        def set_world_pose(self, position, orientation):
-            xf = UsdGeom.Xformable(stage.GetPrimAtPath(self.path))
-            xf.ClearXformOpOrder()
-            xf.AddTranslateOp().Set(Gf.Vec3d(*map(float, position)))
-            xf.AddOrientOp().Set(Gf.Quatf(*map(float, orientation)))
-
-    class World:
-        def __init__(self):
-            self.objects, self.renders, self.targets = {}, 0, []
-            self.scene = self.physics_sim_view = self
-
-        def add(self, obj):
-            self.objects[obj.name] = obj
-            return obj
-
-        def remove_object(self, name):
-            self.objects.pop(name)
-
-        def create_rigid_body_view(self, path):
-            assert stage.GetPrimAtPath(path).IsValid()
-            return self
-
-        def set_kinematic_targets(self, data, idx):
-            assert data.dtype == np.float32 and data.shape == (1, 7) and idx.dtype == np.int32
-            self.targets.append(data[0].copy())
-
-        def reset(self):
-            pass
-
-        def step(self, render):
-            pass
-
-        def render(self):
-            self.renders += 1
-
-    class Robot:
-        def set_joint_positions(self, q):
-            pass
-
-        def apply_action(self, a):
-            pass
-
-    sim = object.__new__(isim.IsaacPickPlace)
-    sim._api = {"DynamicCuboid": Prim, "DynamicCylinder": Prim, "SingleXFormPrim": Prim, "VisualCylinder": Prim,
-                "Gf": Gf,
-                "get_current_stage": lambda: stage, "UsdPhysics": UsdPhysics, "UsdLux": UsdLux, "UsdGeom": UsdGeom,
-                "ArticulationAction": lambda joint_positions: joint_positions}
-    sim.world, sim.robot = World(), Robot()
-    sim._variation = sim._pending = sim._platform_view = sim._person = None
-    sim._steps, sim._var_objects, sim._hidden_lights, sim._object_index = 0, [], [], 0
-    sim._material, sim._substeps, sim._rendering, sim.fps, sim.warmup_frames = None, 4, True, 30.0, 2
-    sim.detach = sim._init_cameras = lambda: None
+    sim = build(isim.IsaacPickPlace, fake)
 
     everything = {"lighting": {"enabled": True, "change_every_s": 1.0}, "distractors": {"enabled": True},
                   "platform": {"enabled": True}, "person": {"enabled": True}}
@@ -374,10 +317,11 @@ def test_the_isaac_adapter_builds_and_animates_the_variation_in_usd():
     platform = stage.GetPrimAtPath(isim.PLATFORM_PATH)
     assert UsdPhysics.RigidBodyAPI(platform).GetKinematicEnabledAttr().Get() is True
     assert UsdGeom.Capsule(stage.GetPrimAtPath(isim.PERSON_PATH)).GetAxisAttr().Get() == "Z"
-    assert sum(o.startswith("distractor") for o in sim.world.objects) == len(v.distractors) > 0
+    assert sum(o.startswith("distractor") for o in sim.world.scene.objects) == len(v.distractors) > 0
+    renders = sim.world.renders
     for _ in range(40):
         sim.step(np.zeros(7), 0.04)
-    assert len(sim.world.targets) == 1 + 40 * 4 and sim.world.renders == 40  # a target per physics step
+    assert len(sim.world.targets) == 1 + 40 * 4 and sim.world.renders - renders == 40  # a target per physics step
     assert np.allclose(sim.world.targets[-1][:2], v.platform.position(40 / 30.0), atol=1e-5)
     person = UsdGeom.Xformable(stage.GetPrimAtPath(isim.PERSON_PATH)).ComputeLocalToWorldTransform(0)
     assert np.allclose(list(person.ExtractTranslation())[:2], v.person.position(40 / 30.0), atol=1e-5)
@@ -385,5 +329,5 @@ def test_the_isaac_adapter_builds_and_animates_the_variation_in_usd():
         isim.KEY_PER_UNIT * v.lighting.at(40 / 30.0).intensity, rel=1e-5)
     sim.reset(scene)  # the next episode without variation: ours gone or hidden, the stage's light back
     assert not stage.GetPrimAtPath(isim.PLATFORM_PATH).IsValid() and not stage.GetPrimAtPath(isim.PERSON_PATH)
-    assert not any(o.startswith(("distractor", "platform")) for o in sim.world.objects)
+    assert not any(o.startswith(("distractor", "platform")) for o in sim.world.scene.objects)
     assert visible("/Environment/defaultLight") and not visible(isim.KEY_LIGHT_PATH)

@@ -180,6 +180,20 @@ def test_lighting_and_distractors_vary_the_two_arm_scene(sim, episode):
     assert "scene_variation" not in episode.provenance
 
 
+def test_rendering_is_set_before_the_first_reset(sim):
+    """A simulator that renders warm-up frames at reset (Isaac Sim) must know before it, on the physics-only
+    pass and on the rendered replay alike."""
+    calls = []
+    set_rendering, reset = sim.set_rendering, sim.reset
+    sim.set_rendering = lambda on: (calls.append(("render", on)), set_rendering(on))[1]
+    sim.reset = lambda scene: (calls.append(("reset", None)), reset(scene))[1]
+    try:
+        run_two_arms(sim, EpisodeSpec(SOURCE, 0, 0), TwoArmParams(steps_per_segment=6), render=False)
+    finally:
+        del sim.set_rendering, sim.reset
+    assert calls[0] == ("render", False) and ("reset", None) in calls
+
+
 def test_two_arm_episode_validates_and_names_both_arms(episode):
     ep = episode
     validate_episode(ep, cameras={"cam_high", "cam_wrist", "cam_wrist_1"}, state_dim=46, action_dim=16)

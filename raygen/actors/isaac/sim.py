@@ -86,6 +86,8 @@ PERSON_RGB = (0.3, 0.38, 0.62)
 PLATFORM_RGB = (0.18, 0.18, 0.2)
 MARKER_RGB = (0.1, 0.8, 0.3)
 MARKER_PATH = "/World/PlaceMarker"
+MATERIAL_ROOTS = ("/World/Looks", "/World/Physics_Materials")
+"""Where isaacsim's object classes put the material each new coloured object gets."""
 
 
 def _z_to(direction: np.ndarray) -> np.ndarray:
@@ -103,6 +105,28 @@ def _np(x: Any) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     return np.asarray(x, dtype=np.float64)
+
+
+def robot_links(api: dict[str, Any], root: str) -> tuple[Any, Any, list[Any]]:
+    """(hand, flange, [left finger, right finger]) of the Franka at ``root`` as rigid-body views: their poses
+    come from physics (a link's USD pose is stale on the GPU pipeline, which does not write back to USD)."""
+    def link(name: str) -> Any:
+        return api["SingleRigidPrim"](f"{root}/{name}", name=f"{root.strip('/').replace('/', '_')}_{name}")
+
+    return link("panda_hand"), link("panda_link8"), [link("panda_leftfinger"), link("panda_rightfinger")]
+
+
+def lula_ik(lula: Any, robot: Any, target_xyz: np.ndarray, target_wxyz: np.ndarray, seed: np.ndarray
+            ) -> np.ndarray | None:
+    """Joints [7] putting the TCP frame ``right_gripper`` at ``target_xyz`` (world) turned ``target_wxyz``,
+    from the seed ``seed`` [7+]: Lula called directly with numpy (the articulation solver passes the robot's
+    own joints as the warm start, a GPU tensor on the GPU pipeline), after giving Lula the robot's base pose."""
+    position, orientation = robot.get_world_pose()
+    lula.set_robot_base_pose(_np(position), _np(orientation))
+    q, ok = lula.compute_inverse_kinematics("right_gripper", target_position=np.asarray(target_xyz, np.float64),
+                                            target_orientation=np.asarray(target_wxyz, np.float64),
+                                            warm_start=np.asarray(seed, np.float64)[:7])
+    return _np(q)[:7] if ok else None
 
 
 def _yaw_wxyz(yaw: float) -> np.ndarray:
@@ -154,6 +178,8 @@ class IsaacPickPlace:
     name = "isaac"
     object_kinds = ("cube", "cylinder")
     camera_names = ("cam_high", "cam_wrist")
+    KIT_SETTINGS: tuple[str, ...] = ()
+    """Kit settings this adapter adds to the command line of its SimulationApp."""
 
     def __init__(self, *, width: int = 512, height: int = 512, physics_hz: float = 120.0, fps: float = 30.0,
                  warmup_frames: int = 30, cpu_threads: int = 2, assets_root: str | None = None,
@@ -168,6 +194,7 @@ class IsaacPickPlace:
                                         **self._world_options())
         self._substeps = max(1, round(physics_hz / fps))  # physics steps in one rendering_dt
         self._build_world(root + franka_usd)
+        self._keep_materials()
         self.world.reset()
         self._after_first_reset()
         self._init_cameras()
@@ -178,23 +205,21 @@ class IsaacPickPlace:
         self._rendering = True
         cache = Path(os.environ.get("RAYGEN_CACHE_DIR") or Path.home() / ".cache" / "raygen-isaac")
         isolate_caches(cache)
+        self._active_gpu = int(active_gpu)
         self.app = isaacsim.SimulationApp({
             "headless": True, "width": int(width), "height": int(height), "renderer": "RaytracedLighting",
             "active_gpu": int(active_gpu), "physics_gpu": int(active_gpu), "multi_gpu": False,
-            "limit_cpu_threads": int(cpu_threads), "anti_aliasing": 0, "extra_args": kit_args(cache),
+            "limit_cpu_threads": int(cpu_threads), "anti_aliasing": 0,
+            "extra_args": [*kit_args(cache), *self.KIT_SETTINGS],
         })
         # Only now may omni / pxr / isaacsim.core be imported.
         from isaacsim.core.api import World
         from isaacsim.core.api.materials import PhysicsMaterial
         from isaacsim.core.api.objects import DynamicCuboid, DynamicCylinder, FixedCuboid, VisualCylinder
-        from isaacsim.core.prims import SingleArticulation, SingleXFormPrim
+        from isaacsim.core.prims import SingleArticulation, SingleRigidPrim, SingleXFormPrim
         from isaacsim.core.utils.stage import add_reference_to_stage, get_current_stage
         from isaacsim.core.utils.types import ArticulationAction
-        from isaacsim.robot_motion.motion_generation import (
-            ArticulationKinematicsSolver,
-            LulaKinematicsSolver,
-            interface_config_loader,
-        )
+        from isaacsim.robot_motion.motion_generation import LulaKinematicsSolver, interface_config_loader
         from isaacsim.sensors.camera import Camera
         from isaacsim.storage.native import get_assets_root_path
         from pxr import Gf, UsdGeom, UsdLux, UsdPhysics
@@ -203,9 +228,10 @@ class IsaacPickPlace:
             "World": World, "DynamicCuboid": DynamicCuboid, "DynamicCylinder": DynamicCylinder,
             "FixedCuboid": FixedCuboid, "VisualCylinder": VisualCylinder, "PhysicsMaterial": PhysicsMaterial,
             "SingleArticulation": SingleArticulation, "SingleXFormPrim": SingleXFormPrim,
+            "SingleRigidPrim": SingleRigidPrim,
             "ArticulationAction": ArticulationAction, "add_reference_to_stage": add_reference_to_stage,
             "get_current_stage": get_current_stage, "Camera": Camera, "get_assets_root_path": get_assets_root_path,
-            "ArticulationKinematicsSolver": ArticulationKinematicsSolver, "LulaKinematicsSolver": LulaKinematicsSolver,
+            "LulaKinematicsSolver": LulaKinematicsSolver,
             "lula_config": lambda: interface_config_loader.load_supported_lula_kinematics_solver_config("Franka"),
             "Gf": Gf, "UsdPhysics": UsdPhysics, "UsdLux": UsdLux, "UsdGeom": UsdGeom,
         }
@@ -233,10 +259,7 @@ class IsaacPickPlace:
                                                 scale=np.array([0.9, 1.2, 0.75]), color=np.array([0.62, 0.48, 0.33])))
         api["add_reference_to_stage"](usd_path=franka_usd, prim_path=ROBOT_PATH)
         self.robot = self.world.scene.add(api["SingleArticulation"](prim_path=ROBOT_PATH, name="franka"))
-        self._hand = api["SingleXFormPrim"](f"{ROBOT_PATH}/panda_hand")
-        self._flange = api["SingleXFormPrim"](f"{ROBOT_PATH}/panda_link8")
-        self._fingers = [api["SingleXFormPrim"](f"{ROBOT_PATH}/panda_leftfinger"),
-                         api["SingleXFormPrim"](f"{ROBOT_PATH}/panda_rightfinger")]
+        self._hand, self._flange, self._fingers = robot_links(api, ROBOT_PATH)
         self.cameras = {
             "cam_high": api["Camera"](prim_path="/World/cam_high", resolution=(self.width, self.height),
                                       frequency=int(self.fps), position=np.array([1.15, 0.0, 0.85])),
@@ -248,9 +271,12 @@ class IsaacPickPlace:
                                                 dynamic_friction=1.5, restitution=0.0)
 
     def _after_first_reset(self) -> None:
-        """Lula's kinematics for the robot (its articulation handles exist only after the first reset)."""
+        """Lula's kinematics for the robot."""
         self._lula = self._api["LulaKinematicsSolver"](**self._api["lula_config"]())
-        self._ik = self._api["ArticulationKinematicsSolver"](self.robot, self._lula, "right_gripper")
+
+    def _links(self) -> list[Any]:
+        """The link views read for poses (hand, flange, fingers of every robot)."""
+        return [self._hand, self._flange, *self._fingers]
 
     def _marker(self, path: str, name: str, xy: tuple[float, float]) -> None:
         """The green place marker PyBullet draws: a flat visual disc (no collision) on the table."""
@@ -265,9 +291,17 @@ class IsaacPickPlace:
             cam.add_distance_to_image_plane_to_frame()
         self._look_at_table()
 
+    def camera_pose(self, camera: str) -> np.ndarray:
+        """Camera-to-world [4,4], OpenCV axes: the overhead camera where it was put, a wrist camera from its
+        hand's physics pose (USD poses are not written back on the GPU pipeline)."""
+        if camera == "cam_high":
+            return self._high_pose.copy()
+        return _pose_matrix(*self._hand.get_world_pose()) @ WRIST_CAMERA_IN_HAND
+
     def _look_at_table(self) -> None:
         # overhead camera: PyBullet's pose (OpenCV axes = Isaac's "ros" camera axes), looking at the table
         pose = look_at(np.array([1.15, 0.0, 0.85]), np.array([0.45, 0.0, 0.0]), np.array([0.0, 0.0, 1.0]))
+        self._high_pose = pose
         self.cameras["cam_high"].set_world_pose(position=pose[:3, 3], orientation=quat_wxyz(pose[:3, :3]),
                                                 camera_axes="ros")
         # wrist camera: the mount every simulator shares
@@ -309,6 +343,11 @@ class IsaacPickPlace:
                 stage.RemovePrim(path)
         self._episode_objects: list[tuple[str, str]] = []
         self._clear_variation(stage)
+        for root in MATERIAL_ROOTS:  # the materials isaacsim made for the last episode's objects
+            prim = stage.GetPrimAtPath(root)
+            for child in list(prim.GetChildren()) if prim.IsValid() else []:
+                if child.GetPath().pathString not in self._kept_materials:
+                    stage.RemovePrim(child.GetPath())
         self._variation, self._pending = self._pending, None
         self._steps = 0
         self._object_index += 1
@@ -337,9 +376,19 @@ class IsaacPickPlace:
             self._drive_platform(0.0)
         for robot in self._robots():
             robot.set_joint_positions(self._dev(np.concatenate([HOME_Q, [GRIPPER_OPEN, GRIPPER_OPEN]])))
+        for link in self._links():  # physics views, again after every reset (they are not in world.scene)
+            link.initialize(self.world.physics_sim_view)
         self._init_cameras()
         self._pose_for(0.0)
         self._render(self.warmup_frames)  # the platform and the person stay at t = 0 meanwhile
+
+    def _keep_materials(self) -> None:
+        """Remember the visual and physics materials on the stage now (the world's own); the ones isaacsim
+        adds for each episode's objects (one per coloured cuboid or cylinder) go at the next reset."""
+        stage = self._api["get_current_stage"]()
+        self._kept_materials = {child.GetPath().pathString for root in MATERIAL_ROOTS
+                                if stage.GetPrimAtPath(root).IsValid()
+                                for child in stage.GetPrimAtPath(root).GetChildren()}
 
     def _robots(self) -> list[Any]:
         return [self.robot]
@@ -453,11 +502,7 @@ class IsaacPickPlace:
         geom.Imageable(dome.GetPrim()).MakeVisible()
 
     def ik(self, target_xyz: np.ndarray, q_seed: np.ndarray) -> np.ndarray | None:
-        base_pos, base_rot = self.robot.get_world_pose()
-        self._lula.set_robot_base_pose(_np(base_pos), _np(base_rot))
-        action, ok = self._ik.compute_inverse_kinematics(target_position=np.asarray(target_xyz),
-                                                         target_orientation=DOWN_WXYZ)
-        return _np(action.joint_positions)[:7] if ok else None
+        return lula_ik(self._lula, self.robot, target_xyz, DOWN_WXYZ, q_seed)
 
     def step(self, q_target: np.ndarray, gripper_target: float | np.ndarray) -> None:
         fingers = np.broadcast_to(np.asarray(gripper_target, dtype=np.float64), (2,))
@@ -536,10 +581,8 @@ class IsaacPickPlace:
         self._lula.set_robot_base_pose(_np(base_pos), _np(base_rot))
         pos, rot = self._lula.compute_forward_kinematics("right_gripper", np.asarray(q, np.float64))
         want = np.asarray(rotation, np.float64) @ np.asarray(rot, np.float64)
-        action, ok = self._ik.compute_inverse_kinematics(
-            target_position=np.asarray(pos, np.float64) + np.asarray(offset, np.float64),
-            target_orientation=quat_wxyz(want))
-        return _np(action.joint_positions)[:7] if ok else None
+        return lula_ik(self._lula, self.robot, np.asarray(pos, np.float64) + np.asarray(offset, np.float64),
+                       quat_wxyz(want), q)
 
     def joint_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         q = _np(self.robot.get_joint_positions())
@@ -587,8 +630,7 @@ class IsaacPickPlace:
             depth_m = _np(cam.get_depth())
             valid = np.isfinite(depth_m) & (depth_m > 0)
             mm = np.where(valid, np.round(np.where(valid, depth_m, 0) * 1000.0), 0).clip(0, 65535).astype(np.uint16)
-            position, quat = cam.get_world_pose(camera_axes="ros")  # ros = OpenCV axes: x right, y down, z fwd
-            out[name] = CameraImage(rgb=np.ascontiguousarray(rgb), depth_mm=mm, pose=_pose_matrix(position, quat))
+            out[name] = CameraImage(rgb=np.ascontiguousarray(rgb), depth_mm=mm, pose=self.camera_pose(name))
         return out
 
     def capabilities(self) -> dict[str, Any]:

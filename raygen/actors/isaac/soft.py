@@ -8,6 +8,7 @@ this file maps :class:`~raygen.actors.tasks.soft.SoftPickPlaceSim` onto Isaac Si
 - PhysX simulates deformables only on its GPU pipeline (GPU dynamics and the GPU broadphase), which
   ``World(device="cuda", backend="torch")`` turns on; the World's arrays are then torch tensors on the GPU,
   converted at the adapter's edges (``_np`` in, ``_dev`` out);
+- Kit starts with the Fabric scene delegate off, as Isaac Sim's own deformable and cloth examples do;
 - a block is a cube ``UsdGeom.Mesh`` made a PhysX deformable body (``SingleDeformablePrim``: a tetrahedral
   simulation mesh of ``block_resolution`` hexahedra along an edge, cooked from the surface) with a
   ``DeformableMaterial`` (the drawn Young's modulus, the material's Poisson ratio, damping and friction)
@@ -16,11 +17,13 @@ this file maps :class:`~raygen.actors.tasks.soft.SoftPickPlaceSim` onto Isaac Si
   stiffness and the material's bending and damping, the drawn mass spread over its particles) in its own
   ``SingleParticleSystem`` (offsets from the grid spacing) with a ``ParticleMaterial`` (friction);
 - the nodes are read through a ``DeformablePrim`` view (simulation-mesh nodal positions) or a ``ClothPrim``
-  view (particle world positions), world frame;
+  view (particle world positions), world frame; the rest shape is the cooked simulation mesh's rest points
+  (block) or the grid as built (cloth);
 - the grasp attaches the nodes between the fingers (:func:`~raygen.actors.tasks.soft.grip_nodes`, PyBullet's
   choice) to the finger holding each with one ``PhysxPhysicsAttachment`` per finger: ``actor0`` the soft
-  body, ``actor1`` the finger link, ``points0`` the nodes' rest positions in the body's frame, ``points1`` where
-  they are now in the finger's frame; explicit points rather than ``PhysxAutoAttachmentAPI``, whose automatic
+  body, ``actor1`` the finger link, ``points0`` the nodes' rest positions in the body's frame (a block's moved
+  0.5 mm inwards, so PhysX finds them inside a rest tetrahedron), ``points1`` where they are now in the
+  finger's frame (its pose from physics); explicit points rather than ``PhysxAutoAttachmentAPI``, whose automatic
   points are computed from USD poses that the GPU pipeline does not write back. Letting go removes them.
 
 These are the legacy (``PhysxDeformableBodyAPI``, particle cloth) schemas: present and working in Isaac Sim 5.0
@@ -78,6 +81,8 @@ class IsaacSoftPickPlace(IsaacPickPlace):
     a node is still held, m) and ``solver_iterations`` (the soft body's position iterations)."""
 
     object_kinds = ("block", "cloth")
+    KIT_SETTINGS = ("--/app/useFabricSceneDelegate=0",)
+    """As Isaac Sim's own deformable and cloth examples start Kit: the RTX frames show the soft body's motion."""
 
     def __init__(self, *, block_resolution: int = 6, cloth_cells: int = 12, anchor_depth: float = 0.012,
                  solver_iterations: int = 20, **kw: Any):
@@ -97,6 +102,7 @@ class IsaacSoftPickPlace(IsaacPickPlace):
         self._view: Any = None
         self._rest: np.ndarray | None = None
         self._origin = np.zeros(3)
+        self._rest_local: np.ndarray | None = None
         super().__init__(**kw)
         self.version = f"{self.version} deformable"
 
@@ -118,11 +124,15 @@ class IsaacSoftPickPlace(IsaacPickPlace):
             "DeformablePrim": DeformablePrim, "SingleClothPrim": SingleClothPrim,
             "SingleDeformablePrim": SingleDeformablePrim, "SingleParticleSystem": SingleParticleSystem,
             "PhysxSchema": PhysxSchema, "Sdf": Sdf, "Vt": Vt,
-            "to_device": lambda x: torch.as_tensor(np.asarray(x, np.float32), device="cuda"),
+            "to_device": lambda x: torch.as_tensor(np.asarray(x, np.float32), device=self._device),
         })
 
+    @property
+    def _device(self) -> str:
+        return f"cuda:{self._active_gpu}"  # the GPU SimulationApp runs physics on
+
     def _world_options(self) -> dict[str, Any]:
-        return {"device": "cuda", "backend": "torch"}  # deformables need PhysX's GPU pipeline
+        return {"device": self._device, "backend": "torch"}  # deformables need PhysX's GPU pipeline
 
     def _dev(self, x: np.ndarray) -> Any:
         return self._api["to_device"](x)
@@ -154,7 +164,11 @@ class IsaacSoftPickPlace(IsaacPickPlace):
         view_type = "ClothPrim" if scene.object_kind == "cloth" else "DeformablePrim"
         self._view = self._api[view_type](prim_paths_expr=SOFT_PATH, name=f"soft_view_{self._object_index}")
         self._view.initialize(self.world.physics_sim_view)
-        self._rest = self.object_nodes()  # as it rests on the table after the warm-up frames
+        if scene.object_kind == "cloth":  # one particle per mesh point (a grid has none to weld)
+            self._rest_local = cloth_mesh(scene.object_size, self.cloth_cells)[0]
+        else:  # the cooked simulation mesh's rest points, in the mesh's frame
+            self._rest_local = _np(self._view.get_simulation_mesh_rest_points())[0]
+        self._rest = self._rest_local + self._origin  # the shape as built, before any step (as on PyBullet)
 
     def _mesh(self, stage: Any, points: np.ndarray, tris: np.ndarray, at: np.ndarray, rgba: tuple[float, ...]) -> Any:
         api = self._api
@@ -247,7 +261,11 @@ class IsaacSoftPickPlace(IsaacPickPlace):
             att = api["PhysxSchema"].PhysxPhysicsAttachment.Define(stage, f"{SOFT_PATH}/Attachment{finger}")
             att.GetActor0Rel().SetTargets([SOFT_PATH])
             att.GetActor1Rel().SetTargets([FINGER_PATHS[finger]])
-            in_body = self._rest[idx] - self._origin  # the rest shape in the mesh's frame (translated only)
+            in_body = self._rest_local[idx]
+            if self.scene.object_kind == "block":  # a surface node, 0.5 mm inwards: inside a rest tetrahedron
+                centre = self._rest_local.mean(axis=0)
+                inward = centre - in_body
+                in_body = in_body + 0.0005 * inward / np.maximum(np.linalg.norm(inward, axis=1, keepdims=True), 1e-9)
             to_finger = np.linalg.inv(finger_poses[finger])
             in_finger = (to_finger[:3, :3] @ nodes[idx].T).T + to_finger[:3, 3]
             att.CreatePoints0Attr().Set(vt.Vec3fArray([gf.Vec3f(*map(float, p)) for p in in_body]))
@@ -264,3 +282,9 @@ class IsaacSoftPickPlace(IsaacPickPlace):
 
     def capabilities(self) -> dict[str, Any]:
         return {**super().capabilities(), "scene_variation": ["lighting", "distractors"]}
+
+    def restore(self, *args: Any, **kw: Any) -> None:
+        raise NotImplementedError("bottleneck episodes restore a rigid object's pose; a soft object's state is "
+                                  "its nodes: not supported by IsaacSoftPickPlace")
+
+    teleport = perturbed_joints = restore

@@ -10,9 +10,9 @@ rendering, lighting and distractors, cameras' read-out):
   position and w-first quaternion) before the first ``world.reset()``; a base that changes later is moved
   with ``set_world_pose`` and ``set_default_state`` (a reset would put it back otherwise);
 - per arm its own ``LulaKinematicsSolver`` (the base pose is per-instance state: ``set_robot_base_pose`` with
-  that robot's world pose before every solve) and ``ArticulationKinematicsSolver``; targets and orientations
-  are world-frame, so a target in the arm's base frame is moved by the base first, and "down" is turned by
-  the base's yaw, which gives each arm the single-arm grasp in its own frame;
+  that robot's world pose before every solve, :func:`~raygen.actors.isaac.sim.lula_ik`); targets and
+  orientations are world-frame, so a target in the arm's base frame is moved by the base first, and "down" is
+  turned by the base's yaw, which gives each arm the single-arm grasp in its own frame;
 - per arm its object (``/World/Object0``, ``/World/Object1``), place marker, wrist camera (``cam_wrist`` under
   ``/World/Franka/panda_hand``, ``cam_wrist_1`` under ``/World/Franka_1/panda_hand``, the mount every simulator
   shares) and grasp (a USD FixedJoint ``/World/GraspJoint<arm>`` between that robot's hand and its object);
@@ -36,6 +36,8 @@ from raygen.actors.isaac.sim import (
     _np,
     _pose_matrix,
     _yaw_wxyz,
+    lula_ik,
+    robot_links,
 )
 from raygen.actors.tasks.pick_place import TCP_D, WRIST_CAMERA_IN_HAND, quat_wxyz
 from raygen.actors.tasks.two_arms import TwoArmScene, high_camera_pose
@@ -61,32 +63,23 @@ class IsaacArm:
         api = sim._api
         self.sim, self.index, self.robot, self.base = sim, index, robot, base
         path = ROBOT_PATHS[index]
-        self._hand = api["SingleXFormPrim"](f"{path}/panda_hand")
-        self._flange = api["SingleXFormPrim"](f"{path}/panda_link8")
-        self._fingers = [api["SingleXFormPrim"](f"{path}/panda_leftfinger"),
-                         api["SingleXFormPrim"](f"{path}/panda_rightfinger")]
+        self._hand, self._flange, self._fingers = robot_links(api, path)
         self.obj: Any = None
         self.object_path = f"/World/Object{index}"
         self.joint_path = f"/World/GraspJoint{index}"
         self._lula: Any = None
-        self._ik: Any = None
 
     def init_kinematics(self) -> None:
-        """This arm's own Lula solver (after the first world.reset(): the articulation's handles exist)."""
+        """This arm's own Lula solver (its base pose is per-instance state)."""
         api = self.sim._api
         self._lula = api["LulaKinematicsSolver"](**api["lula_config"]())
-        self._ik = api["ArticulationKinematicsSolver"](self.robot, self._lula, "right_gripper")
 
-    def _base_to_lula(self) -> None:
-        position, orientation = self.robot.get_world_pose()
-        self._lula.set_robot_base_pose(_np(position), _np(orientation))
+    def links(self) -> list[Any]:
+        return [self._hand, self._flange, *self._fingers]
 
     def ik(self, target_xyz: np.ndarray, q_seed: np.ndarray) -> np.ndarray | None:
-        self._base_to_lula()
         world = (self.base @ np.append(np.asarray(target_xyz, np.float64), 1.0))[:3]
-        action, ok = self._ik.compute_inverse_kinematics(target_position=world,
-                                                         target_orientation=quat_wxyz(self.base[:3, :3] @ _DOWN))
-        return _np(action.joint_positions)[:7] if ok else None
+        return lula_ik(self._lula, self.robot, world, quat_wxyz(self.base[:3, :3] @ _DOWN), q_seed)
 
     def command(self, q_target: np.ndarray, finger_targets: float | np.ndarray) -> None:
         """Joint and finger targets for the next physics steps (the simulator steps both arms together)."""
@@ -187,9 +180,18 @@ class IsaacTwoArms(IsaacPickPlace):
     def _robots(self) -> list[Any]:
         return list(self.robots)
 
+    def _links(self) -> list[Any]:
+        return [link for arm in self.arms for link in arm.links()]
+
+    def camera_pose(self, camera: str) -> np.ndarray:
+        if camera in WRIST_CAMERAS:
+            return self.arms[WRIST_CAMERAS.index(camera)].hand_pose() @ WRIST_CAMERA_IN_HAND
+        return self._high_pose.copy()
+
     def _look_at_table(self) -> None:
         cx = 0.5 * (min(b[0] for b in self._bases) + max(b[0] for b in self._bases))
         pose = high_camera_pose(cx)  # OpenCV axes = Isaac's "ros" camera axes
+        self._high_pose = pose
         self.cameras["cam_high"].set_world_pose(position=pose[:3, 3], orientation=quat_wxyz(pose[:3, :3]),
                                                 camera_axes="ros")
         for cam in WRIST_CAMERAS:
@@ -206,6 +208,7 @@ class IsaacTwoArms(IsaacPickPlace):
             arm.robot.set_default_state(position=position, orientation=orientation)
             arm.base = _base_matrix(x, y, yaw)
         self._table(bases)
+        self._keep_materials()  # the new table's material stays
         self._bases = tuple(tuple(float(v) for v in b) for b in bases)
 
     # ------------------------------------------------------------------ TwoArmSim
@@ -241,6 +244,12 @@ class IsaacTwoArms(IsaacPickPlace):
 
     def camera_is_moving(self, camera: str) -> bool:
         return camera in WRIST_CAMERAS
+
+    def restore(self, *args: Any, **kw: Any) -> None:
+        raise NotImplementedError("IsaacTwoArms: restoring a state (bottleneck runs) is single-arm only; use "
+                                  "IsaacPickPlace")
+
+    teleport = perturbed_joints = restore
 
     def capabilities(self) -> dict[str, Any]:
         return {**super().capabilities(), "arms": len(ROBOT_PATHS), "scene_variation": ["lighting", "distractors"]}

@@ -370,6 +370,7 @@ def run_two_arms(sim: TwoArmSim, spec: EpisodeSpec, params: TwoArmParams, *, ren
     the physics alone (no camera frames), as for :func:`pick_place.run_pick_place`."""
     rng = np.random.default_rng(np.random.SeedSequence(spec.rng_seed))
     failure: EpisodeFailed | None = None
+    sim.set_rendering(render)  # before any reset, as run_pick_place does (a simulator may warm up its renderer)
     for draw in range(params.max_scene_draws):
         scene = sample_two_arm_scene(rng, params, sim.object_kinds)
         variation = _vary(sim, spec, scene, params)
