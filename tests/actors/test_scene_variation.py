@@ -236,6 +236,22 @@ def test_the_arm_waits_for_the_person_and_never_meets_it(backend):
     assert all(r.startswith("task failed: the person proxy blocks the arm") for r in refused)
 
 
+def test_a_plain_episode_after_a_varied_one_on_the_same_simulator_is_the_plain_episode(backend):
+    """A simulator that ran a person, platform and distractors episode forgets them at the next reset."""
+    from raygen.actors.tasks.pick_place import PickPlaceParams, run_pick_place
+    from raygen.actors.tasks.varied import run_varied
+
+    sim = backend.get(None, steps_per_segment=10).sim
+    plain = _hash(run_pick_place(sim, EpisodeSpec(SOURCE, 3, 1), PickPlaceParams(steps_per_segment=10)))
+    varied = PickPlaceParams.from_options({"steps_per_segment": 10, "scene": {
+        "person": PERSON, "platform": {"enabled": True}, "distractors": {"enabled": True}}})
+    try:
+        run_varied(sim, EpisodeSpec(SOURCE, 3, 0), varied, render=False)
+    except EpisodeFailed:
+        pass  # a blocked person: the bodies were built all the same
+    assert _hash(run_pick_place(sim, EpisodeSpec(SOURCE, 3, 1), PickPlaceParams(steps_per_segment=10))) == plain
+
+
 def test_a_person_walking_into_the_robot_fails_the_episode_with_the_reason(backend):
     into = {"enabled": True, "through_x": [0.0, 0.0], "through_y": [0.0, 0.0], "start_s": [0.0, 0.0],
             "max_wait_s": 1.0}

@@ -57,6 +57,36 @@ def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:
     return np.eye(3) + np.sin(angle) * kx + (1 - np.cos(angle)) * kx @ kx
 
 
+def test_a_soft_object_waits_for_the_person_and_the_arm_never_meets_it(sim):
+    """The person proxy with a soft object (physics only): the arm holds at waypoints until the predicted
+    swept path keeps the clearance, PyBullet finds no contact on any frame, and the episode still records
+    its material and deformation."""
+    person = {"enabled": True, "through_x": [0.65, 0.9], "start_s": [0.5, 3.0], "speed_mps": [0.5, 0.8]}
+    params = SoftParams.from_options({"materials": ["foam"], "steps_per_segment": 20, "scene": {"person": person}})
+    step, seen = sim.step, []
+
+    def measured(q, g):
+        step(q, g)
+        pts = sim.p.getClosestPoints(sim.robot, sim._person, 1.0, physicsClientId=sim.client)
+        seen.append(min((p[8] for p in pts), default=1.0))
+
+    sim.step = measured
+    waited = 0
+    try:
+        for index in range(3):
+            seen.clear()
+            ep = run_soft_pick_place(sim, EpisodeSpec(SOURCE, 7, index), params, render=False)
+            assert ep.success, {k: v for k, v in ep.metrics.items() if k.startswith("task.")}
+            assert min(seen) > 0.0 and ep.metrics["task.person_gap_m"] > 0.0
+            assert ep.provenance["task"] == "soft_pick_place" and ep.provenance["soft"]["material"] == "foam"
+            assert ep.frame_features["object.deformation"].shape == (ep.length,)
+            assert ep.provenance["scene_variation"]["person"] is not None
+            waited += ep.metrics["task.person_wait_s"] > 0
+    finally:
+        del sim.step
+    assert waited >= 1
+
+
 def test_node_pose_is_identity_at_rest_and_follows_a_rigid_motion():
     rest = np.random.default_rng(0).uniform(-0.02, 0.02, (27, 3)) + [0.5, 0.1, 0.02]
     assert np.allclose(node_pose(rest, rest), [*rest.mean(0), 1, 0, 0, 0])
@@ -87,7 +117,7 @@ def test_params_are_strict_and_materials_known():
     with pytest.raises(ValueError, match="cloth_size"):
         SoftParams.from_options({"cloth_size": [0.2, 0.1]})
     assert issubclass(SoftParams, PickPlaceParams)
-    with pytest.raises(ValueError, match="platform are not combined with a soft object"):
+    with pytest.raises(ValueError, match="the platform is not combined with a soft object"):
         SoftParams.from_options({"scene": {"lighting": {"enabled": True}, "platform": {"enabled": True}}})
     assert SoftParams.from_options({"scene": {"distractors": {"enabled": True}}}).variation.active
 

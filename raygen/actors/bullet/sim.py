@@ -257,6 +257,7 @@ class BulletPickPlace:
         self._constraint = None
         self._variation, self._pending = self._pending, None
         self._steps = 0
+        self.distractors, self._platform, self._person = [], None, None  # the last episode's bodies are gone
         if self._egl_lit and (self._variation is None or self._variation.lighting is None):
             self._fresh_egl_client()  # EGL would keep the last episode's light
         self._build(scene)
@@ -340,10 +341,15 @@ class BulletPickPlace:
                                        maxForce=5000, physicsClientId=c)
                 p.stepSimulation(physicsClientId=c)
         self._steps += 1
+        self._move_person()
+
+    def _move_person(self) -> None:
+        """The person proxy where it walks at the current frame (it touches nothing: put, not simulated)."""
         if self._person is not None:
-            xy = v.person.position(self._steps / self.fps)
-            p.resetBasePositionAndOrientation(self._person, [*xy.tolist(), v.person.height / 2], [0, 0, 0, 1],
-                                              physicsClientId=c)
+            person = self._variation.person
+            xy = person.position(self._steps / self.fps)
+            self.p.resetBasePositionAndOrientation(self._person, [*xy.tolist(), person.height / 2], [0, 0, 0, 1],
+                                                   physicsClientId=self.client)
 
     def joint_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         states = self.p.getJointStates(self.robot, _ARM + list(_FINGERS), physicsClientId=self.client)

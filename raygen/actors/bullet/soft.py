@@ -266,7 +266,8 @@ class BulletSoftPickPlace(BulletPickPlace):
         drive(p, c, self.robot, q_target, gripper_target, finger_force=self.grip_force)
         for _ in range(self.frame_substeps):
             p.stepSimulation(physicsClientId=c)
-        self._steps += 1  # the light of a changing scene variation follows the frames
+        self._steps += 1  # the light of a changing scene variation and the person follow the frames
+        self._move_person()
 
     def reset(self, scene: Scene) -> None:
         """BulletPickPlace.reset (its bookkeeping, then :meth:`_build`), for a :class:`SoftScene` only."""
@@ -328,7 +329,7 @@ class BulletSoftPickPlace(BulletPickPlace):
         raise NotImplementedError("bottleneck episodes are not supported by BulletSoftPickPlace")
 
     def capabilities(self) -> dict[str, Any]:
-        return {**super().capabilities(), "scene_variation": ["lighting", "distractors"]}
+        return {**super().capabilities(), "scene_variation": ["lighting", "distractors", "person"]}
 
     def gripper_geometry(self) -> dict[str, Any]:
         return {**super().gripper_geometry(), "soft_attachment": "pybullet createSoftBodyAnchor to the finger links",

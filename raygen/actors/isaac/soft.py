@@ -281,7 +281,7 @@ class IsaacSoftPickPlace(IsaacPickPlace):
         self._attachments = {}
 
     def capabilities(self) -> dict[str, Any]:
-        return {**super().capabilities(), "scene_variation": ["lighting", "distractors"]}
+        return {**super().capabilities(), "scene_variation": ["lighting", "distractors", "person"]}
 
     def restore(self, *args: Any, **kw: Any) -> None:
         raise NotImplementedError("bottleneck episodes restore a rigid object's pose; a soft object's state is "

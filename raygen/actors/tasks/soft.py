@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -41,9 +41,6 @@ from raygen.actors.tasks.pick_place import (
     to_episode,
 )
 from raygen.datasets.episode import Episode
-
-if TYPE_CHECKING:
-    from raygen.actors.tasks.scene_plan import SceneVariation
 
 logger = logging.getLogger(__name__)
 
@@ -149,11 +146,9 @@ class SoftParams(PickPlaceParams):
             lo, hi = getattr(params, name)
             if not 0 < lo <= hi:
                 problems.append(f"{where}.{name}: [lo, hi] with 0 < lo <= hi, got {[lo, hi]}")
-        if params.scene:
-            moving = [part for part in ("platform", "person") if getattr(params.variation, part).enabled]
-            if moving:
-                problems.append(f"{where}.scene: {' and '.join(moving)} are not combined with a soft object "
-                                "(lighting and distractors are); turn them off")
+        if params.scene and params.variation.platform.enabled:
+            problems.append(f"{where}.scene: the platform is not combined with a soft object (lighting, "
+                            "distractors and the person are); turn it off")
         if not 0 < params.cloth_grasp_height < 0.1:
             problems.append(f"{where}.cloth_grasp_height: metres in (0, 0.1), got {params.cloth_grasp_height}")
         if problems:
@@ -301,22 +296,6 @@ class _Observed:
         self.anchored_max = max(self.anchored_max, len(self._sim.anchored_nodes()))
 
 
-def _vary(sim: SoftPickPlaceSim, spec: EpisodeSpec, scene: SoftScene, params: SoftParams) -> SceneVariation | None:
-    """The episode's lighting and distractors (``params.scene``; SoftParams refuses the platform and the
-    person), drawn from their own streams as for rigid pick-and-place and handed to the simulator before its
-    reset; None when the section is off."""
-    if not (params.scene and params.variation.active):
-        return None
-    if not hasattr(sim, "vary"):
-        raise ValueError(f"task.scene: the {sim.name} simulator has no scene variation; remove task_params.scene")
-    from raygen.actors.tasks.scene_plan import sample_variation
-
-    variation = sample_variation(spec.rng_seed, params.variation, scene, duration_s=params.frames / params.fps + 2.0,
-                                 grasp_s=0.0, place_box=(params.x_range, params.y_range, params.min_place_distance))
-    sim.vary(variation)
-    return variation
-
-
 def run_soft_pick_place(sim: SoftPickPlaceSim, spec: EpisodeSpec, params: SoftParams, *, render: bool = True
                         ) -> Episode:
     """Run one soft pick-and-place episode on ``sim``; the same spec always gives the same episode.
@@ -325,12 +304,31 @@ def run_soft_pick_place(sim: SoftPickPlaceSim, spec: EpisodeSpec, params: SoftPa
     :func:`raygen.actors.tasks.pick_place.run_pick_place`); the scene adds a material
     (:func:`sample_soft_scene`), the episode adds the material's values to its metrics and provenance, the
     per-frame ``object.deformation`` [T] (m, :func:`node_deformation`) and ``task.anchored_nodes``. With
-    ``params.scene`` on, lighting and distractors are drawn as for rigid pick-and-place (their own streams: the
-    task's draws do not change) and recorded in ``scene.*`` metrics and ``provenance.scene_variation``."""
+    ``params.scene`` on (lighting, distractors, the person proxy; not the platform), the episode is
+    :func:`raygen.actors.tasks.varied.run_varied`'s with this task's scene draw, waypoints and observation: the
+    variation has its own random streams (the task's draws do not change), the arm waits for the person, and
+    every drawn value is in ``scene.*`` metrics and ``provenance.scene_variation``."""
+    observed: list[_Observed] = []
+
+    def observe(s: SoftPickPlaceSim) -> _Observed:
+        observed.append(_Observed(s))
+        return observed[-1]
+
+    if params.scene and params.variation.active:
+        from raygen.actors.tasks.varied import run_varied
+
+        drawn: list[SoftScene] = []
+
+        def sample(rng: np.random.Generator) -> SoftScene:
+            drawn.append(sample_soft_scene(rng, params))
+            return drawn[-1]
+
+        episode = run_varied(sim, spec, params, render=render, sample=sample, waypoints=soft_plan, observe=observe,
+                             task="soft_pick_place")
+        return _soft_record(episode, drawn[-1], observed[-1])
     rng = np.random.default_rng(np.random.SeedSequence(spec.rng_seed))
     scene = sample_soft_scene(rng, params)
     sim.set_rendering(render)  # before the reset, as run_pick_place does (a simulator may warm up its renderer)
-    variation = _vary(sim, spec, scene, params)
     sim.reset(scene)
     plan = soft_plan(scene, params)
     q_way, fallbacks = _solve(sim, plan, rng, params)
@@ -338,29 +336,30 @@ def run_soft_pick_place(sim: SoftPickPlaceSim, spec: EpisodeSpec, params: SoftPa
     q_tgt, g_tgt, phase = _schedule(q_way, grip, params.steps_per_segment)
     close_end = PHASES.index("CLOSE_GRIPPER") * params.steps_per_segment - 1
     open_end = PHASES.index("OPEN_GRIPPER") * params.steps_per_segment - 1
-    observed = _Observed(sim)
-    rollout = execute(observed, scene, params, q_tgt, g_tgt, grasp_at=close_end, release_at=open_end, render=render)
+    rollout = execute(observe(sim), scene, params, q_tgt, g_tgt, grasp_at=close_end, release_at=open_end,
+                      render=render)
+    episode = to_episode(sim, spec, scene, params, rollout, q_tgt, g_tgt, phase,
+                         metrics={"task.ik_fallbacks": fallbacks}, task="soft_pick_place")
+    return _soft_record(episode, scene, observed[-1])
+
+
+def _soft_record(episode: Episode, scene: SoftScene, observed: _Observed) -> Episode:
+    """The material's values in the episode's metrics and provenance, and its deformation track."""
     mat = MATERIALS[scene.material]
-    drawn = {"material": scene.material, "kind": scene.object_kind, "stiffness": scene.stiffness,
-             "stiffness_unit": mat.stiffness_unit, "mass_kg": scene.mass_kg, "size_m": scene.object_size,
-             "material_constants": asdict(mat)}
+    episode.provenance["soft"] = {"material": scene.material, "kind": scene.object_kind, "stiffness": scene.stiffness,
+                                  "stiffness_unit": mat.stiffness_unit, "mass_kg": scene.mass_kg,
+                                  "size_m": scene.object_size, "material_constants": asdict(mat)}
     deformation = np.asarray(observed.deformation, np.float32)
-    metrics = {
-        "task.ik_fallbacks": fallbacks, "task.anchored_nodes": observed.anchored_max,
+    episode.metrics.update({
+        "task.anchored_nodes": observed.anchored_max,
         "task.max_deformation_m": float(deformation.max()) if deformation.size else 0.0,
         "scene.material": scene.material, "scene.stiffness": scene.stiffness,
         "scene.stiffness_unit": mat.stiffness_unit, "scene.mass_kg": scene.mass_kg,
         "scene.poisson": scene.poisson, "scene.friction": scene.friction,
-    }
-    provenance: dict[str, Any] = {"soft": drawn}
-    if variation is not None:
-        metrics.update(variation.metrics())
-        provenance["scene_variation"] = variation.to_dict()
-    episode = to_episode(sim, spec, scene, params, rollout, q_tgt, g_tgt, phase, metrics=metrics,
-                         provenance=provenance, task="soft_pick_place")
-    if len(deformation) == len(q_tgt):
+    })
+    if len(deformation) == episode.length:
         episode.frame_features["object.deformation"] = deformation
     else:  # execute observes the pose once a frame; anything else is a change there, not a soft object's
         logger.warning("object.deformation not recorded: %d observations for %d frames", len(deformation),
-                       len(q_tgt))
+                       episode.length)
     return episode

@@ -20,6 +20,7 @@ two-arm task), so the CLOSE_GRIPPER and OPEN_GRIPPER frames are still exactly th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
@@ -34,6 +35,7 @@ from raygen.actors.tasks.pick_place import (
     TCP_D,
     PickPlaceParams,
     PickPlaceSim,
+    Scene,
     _cartesian_plan,
     _dh,
     _schedule,
@@ -201,11 +203,16 @@ def _assemble(segments: np.ndarray, grips: np.ndarray, phases: np.ndarray, q_way
     return np.concatenate(q), np.concatenate(g), np.concatenate(ph), starts
 
 
-def run_varied(sim: PickPlaceSim, spec: EpisodeSpec, params: PickPlaceParams, *, render: bool = True) -> Episode:
+def run_varied(sim: PickPlaceSim, spec: EpisodeSpec, params: PickPlaceParams, *, render: bool = True,
+               sample: Callable[[np.random.Generator], Scene] | None = None,
+               waypoints: Callable[[Scene, PickPlaceParams], list[tuple[str, np.ndarray | None, float]]] | None = None,
+               observe: Callable[[PickPlaceSim], PickPlaceSim] | None = None, task: str = "pick_place") -> Episode:
     """One pick-and-place episode with ``params.scene`` varied; the task's own draws are those of
-    :func:`~raygen.actors.tasks.pick_place.run_pick_place` for the same spec."""
+    :func:`~raygen.actors.tasks.pick_place.run_pick_place` for the same spec. A task built on pick-and-place
+    (soft objects) passes its own scene draw (``sample``, from the episode's generator), its waypoints
+    (``waypoints``), what ``execute`` drives (``observe`` wraps the simulator) and its name."""
     rng = np.random.default_rng(np.random.SeedSequence(spec.rng_seed))
-    scene = sample_scene(rng, params, sim.object_kinds)
+    scene = sample(rng) if sample is not None else sample_scene(rng, params, sim.object_kinds)
     vp = params.variation
     steps, fps = params.steps_per_segment, params.fps
     if not hasattr(sim, "vary"):
@@ -221,7 +228,7 @@ def run_varied(sim: PickPlaceSim, spec: EpisodeSpec, params: PickPlaceParams, *,
     sim.set_rendering(render)
     sim.vary(variation)  # the next reset builds the variation's bodies too
     sim.reset(scene)
-    plan = _cartesian_plan(scene, params)
+    plan = (waypoints or _cartesian_plan)(scene, params)
     platform = variation.platform
     carried = platform is not None and platform.carries_object
     if carried:  # the object stands on the slab until it is grasped
@@ -267,7 +274,8 @@ def run_varied(sim: PickPlaceSim, spec: EpisodeSpec, params: PickPlaceParams, *,
     open_end = seg_start[_OPEN - 1] + steps - 1
     if carried:  # the object reaches the pick spot as the grasp frame ends
         platform.t_start = (close_end + 1) / fps - platform.ride / platform.speed
-    rollout = execute(sim, scene, params, q_tgt, g_tgt, grasp_at=close_end, release_at=open_end, render=render)
+    driven = observe(sim) if observe is not None else sim
+    rollout = execute(driven, scene, params, q_tgt, g_tgt, grasp_at=close_end, release_at=open_end, render=render)
     metrics: dict[str, Any] = {"task.ik_fallbacks": fallbacks, **variation.metrics()}
     if person is not None:
         times = np.arange(len(q_tgt)) / fps
@@ -279,4 +287,4 @@ def run_varied(sim: PickPlaceSim, spec: EpisodeSpec, params: PickPlaceParams, *,
         if measured.min() <= 0.0:
             rollout.success = False
     return to_episode(sim, spec, scene, params, rollout, q_tgt, g_tgt, phase, metrics=metrics,
-                      provenance={"scene_variation": variation.to_dict()})
+                      provenance={"scene_variation": variation.to_dict()}, task=task)
