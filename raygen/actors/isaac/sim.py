@@ -14,6 +14,12 @@ the PickPlaceSim calls onto Isaac Sim:
   distance-to-image-plane depth and intrinsics.
 - Grasps are a USD FixedJoint between the hand and the object (created on
   attach, removed on detach), the reliable way to hold small objects.
+- Link poses (hand, flange, fingers) are read through rigid-body views, and a
+  wrist camera's pose is its hand's times the shared mount: physics, not USD,
+  which the GPU pipeline does not write back. IK is Lula's, called with the
+  task's numpy seed and the robot's base pose (``lula_ik``).
+- The materials isaacsim makes for each coloured object are removed with the
+  episode's objects (``MATERIAL_ROOTS``).
 - Cameras are re-initialized after every world reset, and a few frames are
   rendered before the first recorded one (the renderer warms up).
 - Each instance gets its own Kit cache, shader cache and data folders
