@@ -58,11 +58,11 @@ def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:
 
 
 def test_a_soft_object_waits_for_the_person_and_the_arm_never_meets_it(sim):
-    """The person proxy with a soft object (physics only): the arm holds at waypoints until the predicted
+    """The person proxy with a soft object (physics only, two seeds): the arm holds at waypoints until the predicted
     swept path keeps the clearance, PyBullet finds no contact on any frame, and the episode still records
     its material and deformation."""
     person = {"enabled": True, "through_x": [0.65, 0.9], "start_s": [0.5, 3.0], "speed_mps": [0.5, 0.8]}
-    params = SoftParams.from_options({"materials": ["foam"], "steps_per_segment": 20, "scene": {"person": person}})
+    params = SoftParams.from_options({"materials": ["foam"], "steps_per_segment": 15, "scene": {"person": person}})
     step, seen = sim.step, []
 
     def measured(q, g):
@@ -73,7 +73,7 @@ def test_a_soft_object_waits_for_the_person_and_the_arm_never_meets_it(sim):
     sim.step = measured
     waited = 0
     try:
-        for index in range(3):
+        for index in (0, 2):  # both wait for the person (4.3 s and 3.7 s)
             seen.clear()
             ep = run_soft_pick_place(sim, EpisodeSpec(SOURCE, 7, index), params, render=False)
             assert ep.success, {k: v for k, v in ep.metrics.items() if k.startswith("task.")}
