@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from raygen.actors.tasks.pick_place import PHASES
+from raygen.actors.tasks.scene_plan import variation_at
 from raygen.datasets import _layout as L
 
 __all__ = ["USAGE", "CriticalState", "UsagePlan", "load_critical_states", "sample_perturbation"]
@@ -130,6 +131,9 @@ def load_critical_states(root: Path | str) -> list[CriticalState]:
                       "object_pose": pose[t].tolist(), "grasped": demo_grasped and grasp_at < t <= release_at,
                       "after_grasp": demo_grasped and t > grasp_at,
                       "actions": np.asarray(ep.action[t:], np.float64).tolist(), "phases": phase[t:].tolist()}
+            kept = variation_at(prov["scene_variation"], t / ep.fps) if prov.get("scene_variation") else None
+            if kept is not None:  # the demo's light at t_c and its distractors come back with the state
+                params["variation"] = kept
             out.append(CriticalState(ep.episode_key, t, tuple(float(v) for v in s[itcp:itcp + 3]), params,
                                      dict(prov.get("task_params") or {})))
     if failed:

@@ -140,3 +140,42 @@ def _physics_only(backend, spec):
     ep = run_pick_place(backend.sim, spec, params, render=False)
     assert ep.cameras == {}
     return ep
+
+
+def test_a_varied_demo_s_light_and_distractors_come_back_with_its_state(backend):
+    """A critical state of a demo made with lighting and distractors is restored with the demo's light as it
+    was at t_c and its distractors where they stood; a moving person is not restored, and says so."""
+    from raygen.actors.tasks.pick_place import PickPlaceParams
+    from raygen.actors.tasks.scene_plan import variation_at
+    from raygen.actors.tasks.varied import run_varied
+
+    varied = PickPlaceParams.from_options({"steps_per_segment": STEPS, "scene": {
+        "lighting": {"enabled": True, "change_every_s": 1.0}, "distractors": {"enabled": True, "count": [3, 3]}}})
+    demo = run_varied(backend.sim, EpisodeSpec("bullet-pick_place", 0, 1), varied)
+    assert demo.success
+    frame = int(np.flatnonzero(demo.frame_features["task.phase"] == PHASES.index("LIFT"))[STEPS // 2])
+    recorded = demo.provenance["scene_variation"]
+    b = {**_bottleneck(demo, frame, GENTLE), "variation": variation_at(recorded, frame / demo.fps)}
+    ep = backend.run_episode(EpisodeSpec("bullet-pick_place-bottleneck", 0, 0, params={"bottleneck": b}))
+    plain = backend.run_episode(EpisodeSpec("bullet-pick_place-bottleneck", 0, 0,
+                                            params={"bottleneck": _bottleneck(demo, frame, GENTLE)}))
+    validate_episode(ep, cameras={"cam_high", "cam_wrist"}, state_dim=23, action_dim=8)
+    m = ep.metrics
+    assert m["bottleneck.scene_restored"] is True and m["scene.distractors"] == 3
+    assert m["scene.distractor_xy"] == demo.metrics["scene.distractor_xy"]  # where the demo drew them
+    from raygen.actors.tasks.scene_plan import LightingPlan
+
+    lit = recorded["lighting"]
+    at_tc = LightingPlan(tuple(lit["times"]), tuple(map(tuple, lit["values"])), lit["transition"],
+                         lit["shadows"]).at(frame / demo.fps)
+    assert m["scene.light_azimuth_deg"] == pytest.approx(at_tc.azimuth_deg, abs=1e-3)
+    assert m["scene.light_dynamic"] is False  # held for the whole episode
+    assert ep.provenance["scene_variation"]["restored_from_demo"] is True
+    assert "bottleneck.scene_restored" not in plain.metrics
+    diff = np.abs(ep.cameras["cam_high"].rgb[0].astype(int) - plain.cameras["cam_high"].rgb[0])
+    assert diff.mean() > 2.0  # the demo's light (and the plain episode after it is not lit by it)
+
+    with_person = {**recorded, "person": {"speed": 0.5}}
+    assert variation_at(with_person, 0.0)["dropped"] == ["person"]
+    assert variation_at({"lighting": None, "distractors": [], "person": {"speed": 0.5}}, 0.0) == {"dropped": ["person"]}
+    assert variation_at({"lighting": None, "distractors": []}, 0.0) is None

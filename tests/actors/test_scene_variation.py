@@ -237,16 +237,18 @@ def test_the_arm_waits_for_the_person_and_never_meets_it(backend):
 
 
 def test_a_plain_episode_after_a_varied_one_on_the_same_simulator_is_the_plain_episode(backend):
-    """A simulator that ran a person, platform and distractors episode forgets them at the next reset."""
+    """A simulator that ran a lit person, platform and distractors episode forgets them at the next reset
+    (the renderer kept the last light it was given: the next plain episode was drawn with it)."""
     from raygen.actors.tasks.pick_place import PickPlaceParams, run_pick_place
     from raygen.actors.tasks.varied import run_varied
 
     sim = backend.get(None, steps_per_segment=10).sim
     plain = _hash(run_pick_place(sim, EpisodeSpec(SOURCE, 3, 1), PickPlaceParams(steps_per_segment=10)))
     varied = PickPlaceParams.from_options({"steps_per_segment": 10, "scene": {
-        "person": PERSON, "platform": {"enabled": True}, "distractors": {"enabled": True}}})
+        "person": PERSON, "platform": {"enabled": True}, "distractors": {"enabled": True},
+        "lighting": {"enabled": True}}})
     try:
-        run_varied(sim, EpisodeSpec(SOURCE, 3, 0), varied, render=False)
+        run_varied(sim, EpisodeSpec(SOURCE, 3, 0), varied)
     except EpisodeFailed:
         pass  # a blocked person: the bodies were built all the same
     assert _hash(run_pick_place(sim, EpisodeSpec(SOURCE, 3, 1), PickPlaceParams(steps_per_segment=10))) == plain

@@ -13,8 +13,9 @@ whose pivot moves every physics substep (so it has a real velocity and a carried
 friction; it does not touch the table); the person is a capsule that collides with nothing, put where it
 walks after every frame. The tiny renderer takes the light's direction, colour, ambient, diffuse and
 specular terms and shadows as they are; the EGL renderer only takes a direction, so there the colour and
-strength are applied to the image as a gain (white, intensity 0.35 and ambient 0.6 being a gain of 1), and
-since EGL keeps the last direction it was given, the next episode without lighting starts a fresh client.
+strength are applied to the image as a gain (white, intensity 0.35 and ambient 0.6 being a gain of 1). Both
+renderers keep the last light they were given for later images of the same client, so the next episode
+without lighting starts a fresh client.
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ class BulletPickPlace:
         self._variation: SceneVariation | None = None  # this episode's scene variation
         self._pending: SceneVariation | None = None  # set by vary(), built by the next reset()
         self._steps = 0  # frames stepped since the reset
-        self._egl_lit = False  # the EGL renderer was given a light direction (it keeps it)
+        self._lit = False  # a light was given to the renderer (both keep it for later images of the client)
         self._platform: tuple[int, int] | None = None  # (body, constraint)
         self._person: int | None = None
         self.distractors: list[int] = []
@@ -237,8 +238,9 @@ class BulletPickPlace:
         kw: dict[str, Any] = {}
         if light is not None and self._egl_plugin is not None:
             kw = {"lightDirection": light.direction.tolist()}
-            self._egl_lit = True
+            self._lit = True
         elif light is not None:  # all terms at once: one given alone sets the others to 0
+            self._lit = True
             kw = {"lightDirection": light.direction.tolist(), "lightColor": light.rgb.tolist(), "lightDistance": 2.0,
                   "lightAmbientCoeff": light.ambient, "lightDiffuseCoeff": light.intensity,
                   "lightSpecularCoeff": light.specular, "shadow": int(light.shadows)}
@@ -254,12 +256,12 @@ class BulletPickPlace:
 
     # ------------------------------------------------------------------ PickPlaceSim
     def reset(self, scene: Scene) -> None:
+        if self._lit and (self._pending is None or self._pending.lighting is None):
+            self._fresh_client()  # both renderers would keep the last episode's light
         self._constraint = None
         self._variation, self._pending = self._pending, None
         self._steps = 0
         self.distractors, self._platform, self._person = [], None, None  # the last episode's bodies are gone
-        if self._egl_lit and (self._variation is None or self._variation.lighting is None):
-            self._fresh_egl_client()  # EGL would keep the last episode's light
         self._build(scene)
         if self._variation is not None:
             self._build_variation(scene, self._variation)
@@ -268,11 +270,19 @@ class BulletPickPlace:
         """The next :meth:`reset` builds ``variation`` too (distractors, platform, person; light at render)."""
         self._pending = variation
 
-    def _fresh_egl_client(self) -> None:
+    def _fresh_client(self) -> None:
+        """A new PyBullet client (renderer state and all), with the EGL plugin again when it is in use."""
+        pending, self._pending = self._pending, None  # kept for the reset that asked for the new client
         self.p.disconnect(physicsClientId=self.client)
         self.client = self.p.connect(self.p.DIRECT)
-        self._load_egl()
-        self._egl_lit = False
+        if self._egl_plugin is not None:
+            self._load_egl()
+        self._lit = False
+        self._new_client()
+        self._pending = pending
+
+    def _new_client(self) -> None:
+        """What a subclass does in a new client before its first episode (nothing here)."""
 
     def _build_variation(self, scene: Scene, v: SceneVariation) -> None:
         p, c = self.p, self.client

@@ -179,6 +179,9 @@ class BulletSoftPickPlace(BulletPickPlace):
         self.version = f"{self.version} deformable"
         self._warm_up()
 
+    def _new_client(self) -> None:
+        self._warm_up()  # a new client is a new deformable world
+
     def _warm_up(self) -> None:
         """Step a block and a cloth once each. PyBullet's deformable world runs the first soft body it ever
         steps differently from every later one (the same spec gave another trajectory on a fresh world than

@@ -12,7 +12,10 @@ everything the simulator needs, so a worker never reads the source dataset:
 - ``perturbation``: ``r`` (m), ``theta`` (rad from vertical), ``phi`` (rad, azimuth), ``roll``, ``pitch``,
   ``yaw`` (rad); seed 002's spherical sampling, drawn by the driver so that a spec is its own record;
 - ``recovery_steps``: frames of the return from the perturbed pose to the critical state, at least (more when
-  a joint would otherwise move faster than ``RECOVERY_JOINT_SPEED`` at the peak; the frames used are recorded).
+  a joint would otherwise move faster than ``RECOVERY_JOINT_SPEED`` at the peak; the frames used are recorded);
+- ``variation`` (when the demo had scene variation, :func:`~raygen.actors.tasks.scene_plan.variation_at`): the
+  demo's light at t_c (held for the episode) and its distractors where they were drawn are rebuilt; its
+  platform and person are not (they move; named in ``dropped`` and the metric ``bottleneck.scene_dropped``).
 
 The episode starts at the perturbed pose: the TCP moved by (r sin(theta) cos(phi), r sin(theta) sin(phi),
 r cos(theta)) in world axes and turned by roll, pitch, yaw about world x, y, z (applied in that order) about
@@ -43,6 +46,7 @@ from raygen.actors.tasks.pick_place import (
     execute,
     to_episode,
 )
+from raygen.actors.tasks.scene_plan import restored_variation
 from raygen.datasets.episode import Episode
 
 __all__ = ["RECOVERY_PHASE", "RestorableSim", "perturbation_transform", "run_bottleneck"]
@@ -126,9 +130,15 @@ def run_bottleneck(sim: RestorableSim, spec: EpisodeSpec, params: PickPlaceParam
     if steps < 2:
         raise ValueError(f"{where}.recovery_steps: must be >= 2, got {steps}")
     scene = _scene(b.get("scene") or {}, where)
-    params = replace(params, scene={})  # a restored state has no distractors, platform or person (not modelled)
+    params = replace(params, scene={})  # the run's own scene section is not drawn: the demo's scene is restored
+    kept = b.get("variation") or {}
+    variation = restored_variation(kept, scene)
 
     sim.set_rendering(render)  # before the reset: a simulator may warm up its renderer there
+    if variation is not None:
+        if not hasattr(sim, "vary"):
+            raise ValueError(f"{where}.variation: the {sim.name} simulator has no scene variation")
+        sim.vary(variation)  # the demo's light at t_c and its distractors, built by the reset
     sim.reset(scene)
     sim.restore(q_c, fingers, obj_pose, grasped)
     q_p, scale = None, 1.0
@@ -158,13 +168,22 @@ def run_bottleneck(sim: RestorableSim, spec: EpisodeSpec, params: PickPlaceParam
         rollout = replace(rollout, grasped=True, success=rollout.place_err <= params.success_radius
                           and rollout.at_home and rollout.resting)
     light = {k: v for k, v in b.items() if k not in ("actions", "phases")}  # the arrays stay in the spec
+    restored: dict[str, Any] = {}
+    scene_record: dict[str, Any] = {}
+    if variation is not None:
+        restored = {**variation.metrics(), "bottleneck.scene_restored": True}
+        scene_record = {"scene_variation": {**variation.to_dict(), "restored_from_demo": True,
+                                            "dropped": list(kept.get("dropped", []))}}
+    if kept.get("dropped"):
+        restored["bottleneck.scene_dropped"] = ",".join(kept["dropped"])
     return to_episode(
         sim, spec, scene, params, rollout, q_tgt, g_tgt, phase, task="pick_place-bottleneck",
         provenance={"params": {**spec.params, "bottleneck": light},
                     "bottleneck": {"demo": b.get("demo"), "frame": b.get("frame"), "perturbation": pert,
                                    "scale": scale, "recovery_steps": steps, "grasped": grasped,
-                                   "after_grasp": after_grasp}},
-        metrics={**({"task.grasp_distance_m": None} if after_grasp and not grasped else {}),  # placed already
+                                   "after_grasp": after_grasp},
+                    **scene_record},
+        metrics={**restored, **({"task.grasp_distance_m": None} if after_grasp and not grasped else {}),
                  "bottleneck.frame": int(b.get("frame", -1)), "bottleneck.recovery_steps": steps,
                  "bottleneck.scale": scale,
                  "bottleneck.r_m": scale * float(pert["r"]), "bottleneck.grasped": grasped,

@@ -34,7 +34,9 @@ __all__ = [
     "PlatformPlan",
     "SceneVariation",
     "kelvin_to_rgb",
+    "restored_variation",
     "sample_variation",
+    "variation_at",
 ]
 
 
@@ -419,4 +421,45 @@ def sample_variation(rng_seed: list[int], p: SceneVariationParams, scene: Scene,
                                                                  v.platform, others, bases, table_x)
     if p.person.enabled:
         v.person = _sample_person(stream("person"), p.person)
+    return v
+
+
+# ----------------------------------------------------------------------------- a demo's variation, restored
+
+
+def variation_at(recorded: dict[str, Any], t: float) -> dict[str, Any] | None:
+    """What a state restored from a demo at ``t`` seconds keeps of its ``provenance.scene_variation``
+    (``recorded``), as JSON values: the light as it was at ``t`` and the distractors where they were drawn;
+    the platform and the person (moving, not restored) are named in ``dropped``. None when the demo had neither
+    a light nor a distractor."""
+    lighting, distractors = recorded.get("lighting"), list(recorded.get("distractors") or [])
+    dropped = [part for part in ("platform", "person") if recorded.get(part)]
+    if lighting is None and not distractors:
+        return {"dropped": dropped} if dropped else None
+    out: dict[str, Any] = {"distractors": distractors, "dropped": dropped}
+    if lighting is not None:
+        plan = LightingPlan(times=tuple(lighting["times"]), values=tuple(tuple(v) for v in lighting["values"]),
+                            transition=lighting["transition"], shadows=bool(lighting["shadows"]))
+        light = plan.at(t)
+        out["light"] = [float(getattr(light, k)) for k in _LIGHT_KEYS]
+        out["shadows"] = bool(light.shadows)
+    return out
+
+
+def restored_variation(kept: dict[str, Any], scene: Scene) -> SceneVariation | None:
+    """The SceneVariation a simulator builds for a restored state (``kept`` from :func:`variation_at`): one
+    steady light and the demo's distractors, or None when nothing is kept."""
+    light, distractors = kept.get("light"), kept.get("distractors") or []
+    if light is None and not distractors:
+        return None
+    params = SceneVariationParams(lighting=LightingParams(enabled=light is not None),
+                                  distractors=DistractorParams(enabled=bool(distractors)))
+    v = SceneVariation(params=params, scene=scene)
+    if light is not None:
+        v.lighting = LightingPlan(times=(0.0,), values=(tuple(float(x) for x in light),), transition="step",
+                                  shadows=bool(kept.get("shadows", False)))
+    v.distractors = tuple(Distractor(kind=d["kind"], size=tuple(d["size"]), colour_name=d["colour_name"],
+                                     rgba=tuple(d["rgba"]), xy=tuple(d["xy"]), yaw=float(d["yaw"]))
+                          for d in distractors)
+    v.distractors_drawn = len(v.distractors)
     return v
