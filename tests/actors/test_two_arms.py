@@ -105,7 +105,7 @@ def test_params_are_checked():
     with pytest.raises(ValueError, match="unknown parameter"):
         TwoArmParams.from_options({"separation": 0.2})
     assert TwoArmParams.from_options({"min_separation_m": 0.2}).min_separation_m == 0.2
-    with pytest.raises(ValueError, match="platform and person are single-arm parts"):
+    with pytest.raises(ValueError, match="the platform is a single-arm part"):
         TwoArmParams.from_options({"scene": {"platform": {"enabled": True}, "person": {"enabled": True}}})
     assert TwoArmParams.from_options({"scene": {"lighting": {"enabled": True}}}).variation.active
 
@@ -178,6 +178,51 @@ def test_lighting_and_distractors_vary_the_two_arm_scene(sim, episode):
     diff = np.abs(ep.cameras["cam_high"].rgb.astype(int) - episode.cameras["cam_high"].rgb).mean(axis=(1, 2, 3))
     assert diff.min() > 2.0  # every frame lit differently or showing the distractors
     assert "scene_variation" not in episode.provenance
+
+
+SIDE_WALK = {"enabled": True, "through_x": [0.45, 0.55], "through_y": [0.42, 0.5], "heading_deg": [0, 0],
+             "start_s": [1.0, 3.0], "speed_mps": [0.3, 0.5], "max_wait_s": 8.0}
+"""A person walking along the table's side, near enough that an arm reaching that way must wait."""
+
+
+def test_both_arms_keep_clear_of_the_person_and_wait_for_it(sim):
+    """Physics only: the schedule holds an arm at a waypoint until its motion to the next one stays clear of
+    the person; PyBullet finds no contact between either robot and the person on any frame."""
+    params = TwoArmParams.from_options({"scene": {"person": SIDE_WALK}})
+    step, seen = sim.step, []
+
+    def measured(q, g):
+        step(q, g)
+        seen.append(min(min((p[8] for p in sim.p.getClosestPoints(arm.robot, sim._person, 1.0,
+                                                                    physicsClientId=sim.client)), default=1.0)
+                        for arm in sim.arms))
+
+    sim.step = measured
+    held = 0
+    try:
+        for index in (4, 6):  # index 4: arm 0 waits 25 frames for the person
+            seen.clear()
+            ep = run_two_arms(sim, EpisodeSpec(SOURCE, 3, index), params, render=False)
+            m = ep.metrics
+            assert ep.success and m["two_arms.separation_kept"]
+            assert min(seen[:ep.length]) > 0.0 and m["task.person_gap_m"] > 0.0
+            assert m["task.person_planned_gap_m"] >= params.variation.person.clearance_m - 1e-9
+            arm0, arm1 = m["two_arms.arm0_person_wait_frames"], m["two_arms.arm1_person_wait_frames"]
+            held += arm0 + arm1
+            assert ep.frame_features["two_arms.waiting"].sum(axis=0)[0] >= arm0  # the holds are waits
+            assert m["task.person_wait_s"] == pytest.approx((arm0 + arm1) / ep.fps)
+            assert ep.provenance["scene_variation"]["person"]["speed"] > 0
+    finally:
+        del sim.step
+    assert held > 0
+
+
+def test_a_person_crossing_between_the_arms_fails_the_episode_with_the_reason(sim):
+    across = {"enabled": True, "through_x": [0.5, 0.5], "through_y": [0.0, 0.0], "heading_deg": [90, 90],
+              "start_s": [1.0, 1.0], "speed_mps": [0.4, 0.4], "max_wait_s": 2.0}
+    params = TwoArmParams.from_options({"max_scene_draws": 2, "scene": {"person": across}})
+    with pytest.raises(EpisodeFailed, match="clear of the person|waiting for the person would take"):
+        run_two_arms(sim, EpisodeSpec(SOURCE, 3, 0), params, render=False)
 
 
 def test_rendering_is_set_before_the_first_reset(sim):

@@ -197,7 +197,8 @@ class BulletTwoArms(BulletPickPlace):
             arm.command(q, f)
         for _ in range(self.substeps):
             self.p.stepSimulation(physicsClientId=self.client)
-        self._steps += 1  # the light of a changing scene variation follows the frames
+        self._steps += 1  # the light of a changing scene variation and the person follow the frames
+        self._move_person()
 
     # the single-arm calls, per arm
     def ik(self, target_xyz: np.ndarray, q_seed: np.ndarray, arm: int = 0) -> np.ndarray | None:
@@ -234,7 +235,8 @@ class BulletTwoArms(BulletPickPlace):
     teleport = perturbed_joints = restore
 
     def capabilities(self) -> dict[str, Any]:
-        return {**super().capabilities(), "arms": len(DEFAULT_BASES), "scene_variation": ["lighting", "distractors"]}
+        return {**super().capabilities(), "arms": len(DEFAULT_BASES), "scene_variation": ["lighting", "distractors",
+                                                                                          "person"]}
 
     # ------------------------------------------------------------------ cameras
     def camera_pose(self, camera: str) -> np.ndarray:

@@ -252,7 +252,8 @@ class IsaacTwoArms(IsaacPickPlace):
     teleport = perturbed_joints = restore
 
     def capabilities(self) -> dict[str, Any]:
-        return {**super().capabilities(), "arms": len(ROBOT_PATHS), "scene_variation": ["lighting", "distractors"]}
+        return {**super().capabilities(), "arms": len(ROBOT_PATHS), "scene_variation": ["lighting", "distractors",
+                                                                                       "person"]}
 
     def gripper_geometry(self) -> dict[str, Any]:
         return {**super().gripper_geometry(), "wrist_cameras": list(WRIST_CAMERAS)}

@@ -397,10 +397,9 @@ def sample_variation(rng_seed: list[int], p: SceneVariationParams, scene: Scene,
     leaves it no room (``SceneVariation.scene`` is then the scene with the new spot). A platform that finds
     no path at all raises ValueError. ``others``, ``bases`` and ``table_x`` are for a scene with several arms
     (the other arms' scenes, every base's xy, the table's x extent): distractors keep clear of all of them;
-    the platform and the person are single-arm parts and must be off then."""
-    if others and (p.platform.enabled or p.person.enabled):
-        raise ValueError("task.scene: the platform and the person proxy are single-arm parts; turn them off "
-                         "with several arms")
+    the platform is a single-arm part and must be off then."""
+    if others and p.platform.enabled:
+        raise ValueError("task.scene: the platform is a single-arm part; turn it off with several arms")
     def stream(part: str) -> np.random.Generator:
         return np.random.default_rng([*rng_seed, SCENE_STREAM, _PARTS[part]])
 

@@ -6,6 +6,7 @@ runs the episode and re-exports the public names. Imports numpy and the standard
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,7 @@ __all__ = [
     "CAPSULE_RADII",
     "HAND_CAPSULES",
     "LINK_CAPSULES",
+    "PersonClearance",
     "Schedule",
     "plan_schedule",
     "schedule_two_arms",
@@ -56,6 +58,8 @@ class Schedule:
     """[T] the predicted TCP distance of the targets each frame applies."""
     planned_gap: np.ndarray | None = None
     """[T] the predicted least gap between the arms' bodies (LINK_CAPSULES, HAND_CAPSULES)."""
+    person_holds: tuple[int, int] = (0, 0)
+    """Frames each arm held for the person proxy (not for the other arm)."""
 
 
 def _panda_frames(q: np.ndarray) -> list[np.ndarray]:
@@ -131,15 +135,16 @@ def _can_finish(free: np.ndarray, stops0: np.ndarray, stops1: np.ndarray) -> np.
     return can
 
 
-def schedule_two_arms(free: np.ndarray, stops0: np.ndarray | None = None, stops1: np.ndarray | None = None
-                      ) -> Schedule:
+def schedule_two_arms(free: np.ndarray, stops0: np.ndarray | None = None, stops1: np.ndarray | None = None,
+                      person: PersonClearance | None = None) -> Schedule:
     """A frame-by-frame schedule of two arms along their own targets (index 0 = home) through the cells
     ``free`` [K0+1,K1+1] (True where arm 0 at target a and arm 1 at target b are far enough apart). An arm
     may hold only at its ``stops`` ([K+1] bool; default: anywhere), the waypoints where its eased motion is
     at rest, so a wait never stops it mid-move. Each frame both arms advance one target when that stays
     free and still lets both finish; otherwise arm 1 waits while arm 0 advances; only when that too leads
     nowhere does arm 0 wait for arm 1. Both end on their last target. Raises :class:`EpisodeFailed` when no
-    order of moves stays free (``planned_separation`` is left empty: the caller fills it)."""
+    order of moves stays free (``planned_separation`` is left empty: the caller fills it). With ``person``,
+    both arms also keep clear of the person proxy (:func:`_schedule_around`)."""
     k0, k1 = free.shape[0] - 1, free.shape[1] - 1
     stops0 = np.ones(k0 + 1, bool) if stops0 is None else np.asarray(stops0, bool)
     stops1 = np.ones(k1 + 1, bool) if stops1 is None else np.asarray(stops1, bool)
@@ -147,6 +152,8 @@ def schedule_two_arms(free: np.ndarray, stops0: np.ndarray | None = None, stops1
     if not can[0, 0]:
         raise EpisodeFailed(f"{EpisodeFailed.PREFIX}: two arms: no order of the arms' moves keeps their grippers "
                             "apart")
+    if person is not None:
+        return _schedule_around(can, stops0, stops1, person)
     a = b = 0
     prog, waiting = [], []
     while a < k0 or b < k1:
@@ -159,6 +166,66 @@ def schedule_two_arms(free: np.ndarray, stops0: np.ndarray | None = None, stops1
         prog.append((a, b))
     return Schedule(progress=np.asarray(prog, np.int64).reshape(-1, 2),
                     waiting=np.asarray(waiting, bool).reshape(-1, 2), planned_separation=np.zeros(0))
+
+
+@dataclass
+class PersonClearance:
+    """What the schedule needs to keep both arms clear of the person proxy: ``clear(arm, targets, frames)``
+    says, per pair, whether that arm at that target index (and the ``lag`` targets before it) keeps the
+    clearance from the person as it is at that frame; ``max_hold`` frames of waiting for it per arm."""
+
+    clear: Callable[[int, np.ndarray, np.ndarray], np.ndarray]
+    max_hold: int
+    reason: str = ""
+    """Filled in when no schedule exists: what was in the way."""
+
+
+def _schedule_around(can: np.ndarray, stops0: np.ndarray, stops1: np.ndarray, person: PersonClearance) -> Schedule:
+    """schedule_two_arms with the person: each frame the first of these that keeps the arms apart (``can``)
+    and clear of the person is taken: both advance; arm 1 holds at a stop; arm 0 holds at a stop; both hold
+    at stops. An arm leaves a stop only when its whole motion to the next stop stays clear of the person
+    (it cannot stop on the way), and holds only where the person does not come. No choice at all, or more
+    than ``max_hold`` frames of waiting for the person, fails the schedule."""
+    k = (can.shape[0] - 1, can.shape[1] - 1)
+    stops = (stops0, stops1)
+    nxt_stop = []
+    for arm in (0, 1):
+        idx = np.flatnonzero(stops[arm])
+        nxt_stop.append([int(idx[idx > i][0]) if (idx > i).any() else k[arm] for i in range(k[arm] + 1)])
+
+    def ok(arm: int, cur: int, new: int, t: int) -> bool:
+        if new == cur or not stops[arm][cur]:  # holding, or on the way (checked when it left its stop)
+            return bool(person.clear(arm, np.array([new]), np.array([t + 1]))[0])
+        run = np.arange(cur + 1, nxt_stop[arm][cur] + 1)  # from a stop: the whole motion to the next one
+        return bool(person.clear(arm, run, t + 1 + np.arange(len(run))).all())
+
+    a = b = 0
+    prog, waiting, held = [], [], [0, 0]
+    while a < k[0] or b < k[1]:
+        t = len(prog)
+        na, nb = min(a + 1, k[0]), min(b + 1, k[1])
+        rest0, rest1 = bool(stops0[a]) or a == k[0], bool(stops1[b]) or b == k[1]
+        options = [(na, nb)] + [(na, b)] * rest1 + [(a, nb)] * rest0 + [(a, b)] * (rest0 and rest1)
+        for ca, cb in options:
+            if can[ca, cb] and ok(0, a, ca, t) and ok(1, b, cb, t):
+                break
+        else:
+            person.reason = (f"no move keeps both arms clear of the person at frame {t} (arm 0 at target {a}, "
+                             f"arm 1 at {b})")
+            raise EpisodeFailed(f"{EpisodeFailed.PREFIX}: two arms: {person.reason}")
+        alone = next(o for o in options if can[o])  # what the arms' separation alone would do
+        for arm, (cur, new, fin) in enumerate(((a, ca, k[0]), (b, cb, k[1]))):
+            if new == cur < fin and alone[arm] != cur:
+                held[arm] += 1  # a hold for the person, not for the other arm
+        if max(held) > person.max_hold:
+            person.reason = f"waiting for the person would take more than {person.max_hold} frames"
+            raise EpisodeFailed(f"{EpisodeFailed.PREFIX}: two arms: {person.reason}")
+        waiting.append((ca == a and a < k[0], cb == b and b < k[1]))
+        a, b = ca, cb
+        prog.append((a, b))
+    return Schedule(progress=np.asarray(prog, np.int64).reshape(-1, 2),
+                    waiting=np.asarray(waiting, bool).reshape(-1, 2), planned_separation=np.zeros(0),
+                    person_holds=tuple(held))
 
 
 def _separations(pts0: np.ndarray, pts1: np.ndarray, exact_below: float) -> tuple[np.ndarray, np.ndarray]:
@@ -184,7 +251,7 @@ def _separations(pts0: np.ndarray, pts1: np.ndarray, exact_below: float) -> tupl
 
 
 def plan_schedule(pts0: np.ndarray, pts1: np.ndarray, params: TwoArmParams, stops0: np.ndarray | None = None,
-                  stops1: np.ndarray | None = None) -> Schedule:
+                  stops1: np.ndarray | None = None, person: PersonClearance | None = None) -> Schedule:
     """The schedule (:func:`schedule_two_arms`) that keeps the TCPs ``min_separation_m`` and the bodies
     ``body_clearance_m`` apart, both with ``separation_margin_m`` to spare and checked over the last
     ``lag_frames`` targets of both arms, for the arms' predicted TCPs and body capsules ``pts0`` and ``pts1``
@@ -195,8 +262,10 @@ def plan_schedule(pts0: np.ndarray, pts1: np.ndarray, params: TwoArmParams, stop
     free = ((_trailing_min(tcp, lag) >= params.min_separation_m + margin)
             & (_trailing_min(gap, lag) >= params.body_clearance_m + margin))
     try:
-        sched = schedule_two_arms(free, stops0, stops1)
+        sched = schedule_two_arms(free, stops0, stops1, person)
     except EpisodeFailed:
+        if person is not None and person.reason:
+            raise
         raise EpisodeFailed(f"{EpisodeFailed.PREFIX}: two arms: no order of the arms' moves keeps their TCPs "
                             f"{params.min_separation_m + margin:.3f} m and their bodies "
                             f"{params.body_clearance_m + margin:.3f} m apart") from None

@@ -20,10 +20,13 @@ episode is longer than a single-arm one by the frames some arm waited. A scene w
 all (an arm must reach past the other's home) is drawn again (``two_arms.scene_draws``).
 
 Scene variation (``task_params.scene``): lighting and distractors as for one arm (their own random streams,
-so the task's draws stay the same; distractors keep clear of both arms' objects, place spots and bases),
-recorded in ``scene.*`` metrics and ``provenance.scene_variation``; the platform and the person proxy are
-single-arm parts and refused here. A simulator that varies the scene has ``vary(variation)``, called before
-``reset``.
+so the task's draws stay the same; distractors keep clear of both arms' objects, place spots and bases) and
+the person proxy: the schedule keeps both arms' kinematic chains (capsules of ``person.arm_radius_m``, as for
+one arm) ``person.clearance_m`` from it, an arm leaving a waypoint only when its whole motion to the next
+stays clear and holding only where the person does not come (:class:`two_arm_plan.PersonClearance`); the
+gap is measured again on the recorded joints (``task.person_gap_m``, not a success unless > 0). All of it
+is recorded in ``scene.*`` metrics and ``provenance.scene_variation``; the platform is a single-arm part and
+refused here. A simulator that varies the scene has ``vary(variation)``, called before ``reset``.
 
 A simulator adapts the task by implementing :class:`TwoArmSim` with one :class:`ArmSim` per arm. Imports
 numpy and the standard library only.
@@ -76,6 +79,7 @@ from raygen.actors.tasks.two_arm_plan import (  # noqa: F401 (capsules, _segment
     CAPSULE_RADII,
     HAND_CAPSULES,
     LINK_CAPSULES,
+    PersonClearance,
     Schedule,
     _body_points,
     _panda_frames,
@@ -83,6 +87,7 @@ from raygen.actors.tasks.two_arm_plan import (  # noqa: F401 (capsules, _segment
     plan_schedule,
     schedule_two_arms,
 )
+from raygen.actors.tasks.varied import _chain_distance, arm_points
 from raygen.datasets.episode import CameraFrames, Episode, continuous_quaternions
 
 if TYPE_CHECKING:
@@ -141,11 +146,9 @@ class TwoArmParams(PickPlaceParams):
             problems.append(f"{where}.separation_margin_m: must be >= 0 metres, got {params.separation_margin_m}")
         if not params.body_clearance_m >= 0:
             problems.append(f"{where}.body_clearance_m: must be >= 0 metres, got {params.body_clearance_m}")
-        if params.scene:
-            moving = [part for part in ("platform", "person") if getattr(params.variation, part).enabled]
-            if moving:
-                problems.append(f"{where}.scene: {' and '.join(moving)} are single-arm parts, not combined with "
-                                "two arms (lighting and distractors are); turn them off")
+        if params.scene and params.variation.platform.enabled:
+            problems.append(f"{where}.scene: the platform is a single-arm part, not combined with two arms "
+                            "(lighting, distractors and the person are); turn it off")
         if params.max_scene_draws < 1:
             problems.append(f"{where}.max_scene_draws: must be >= 1, got {params.max_scene_draws}")
         if params.lag_frames < 0:
@@ -370,22 +373,55 @@ def run_two_arms(sim: TwoArmSim, spec: EpisodeSpec, params: TwoArmParams, *, ren
     the physics alone (no camera frames), as for :func:`pick_place.run_pick_place`."""
     rng = np.random.default_rng(np.random.SeedSequence(spec.rng_seed))
     failure: EpisodeFailed | None = None
+    blocked: list[str] = []  # why the person proxy left no schedule, per scene it did
     sim.set_rendering(render)  # before any reset, as run_pick_place does (a simulator may warm up its renderer)
     for draw in range(params.max_scene_draws):
         scene = sample_two_arm_scene(rng, params, sim.object_kinds)
         variation = _vary(sim, spec, scene, params)
         sim.reset(scene)
+        person = None
         try:
             plans = [_plan_arm(sim, scene, a, rng, params) for a in range(2)]
             pts = [_body_points(p.q, scene.base(a)) for a, p in enumerate(plans)]
             stops = [np.arange(len(p.q)) % params.steps_per_segment == 0 for p in plans]  # the waypoints
-            sched = plan_schedule(pts[0], pts[1], params, *stops)
+            person = _person_clearance(variation, scene, plans, params)
+            sched = plan_schedule(pts[0], pts[1], params, *stops, person=person)
         except (EpisodeFailed, RuntimeError) as exc:  # no schedule, or no IK solution
             failure = exc
+            if person is not None and person.reason:
+                blocked.append(person.reason)
             continue
         return _execute(sim, spec, scene, params, plans, sched, render, draws=draw + 1, variation=variation)
+    by_person = (f"; the person proxy blocked {len(blocked)} of them (first: {blocked[0]})" if blocked else "")
     raise EpisodeFailed(f"{EpisodeFailed.PREFIX}: two arms: none of {params.max_scene_draws} scenes drawn could "
-                        f"be planned; the last: {failure}")
+                        f"be planned; the last: {failure}{by_person}")
+
+
+def _person_points(q: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """[N, P, 2]: the kinematic chain (varied.arm_points) of joints q [N, 7] of the arm at ``base``, in the
+    table plane of the world, as the single-arm person checks use it."""
+    pts = arm_points(np.asarray(q, np.float64))
+    return (pts @ base[:3, :3].T + base[:3, 3])[..., :2]
+
+
+def _person_clearance(variation: SceneVariation | None, scene: TwoArmScene, plans: list[_ArmPlan],
+                      params: TwoArmParams) -> PersonClearance | None:
+    """The schedule's check against the person proxy: each arm's chain (capsules of ``person.arm_radius_m``)
+    at a target, and the ``lag_frames`` targets before it, keeps ``person.clearance_m`` from the person where
+    it is at that frame; None without a person."""
+    if variation is None or variation.person is None:
+        return None
+    person, pp = variation.person, params.variation.person
+    pts = [_person_points(p.q, scene.base(a)) for a, p in enumerate(plans)]
+
+    def clear(arm: int, targets: np.ndarray, frames: np.ndarray) -> np.ndarray:
+        xy = person.position(np.asarray(frames, np.float64) / params.fps)
+        worst = np.full(len(targets), np.inf)
+        for lag in range(params.lag_frames + 1):
+            worst = np.minimum(worst, _chain_distance(pts[arm][np.maximum(targets - lag, 0)], xy))
+        return worst - pp.arm_radius_m - person.radius >= pp.clearance_m
+
+    return PersonClearance(clear=clear, max_hold=int(round(pp.max_wait_s * params.fps)))
 
 
 def _vary(sim: TwoArmSim, spec: EpisodeSpec, scene: TwoArmScene, params: TwoArmParams) -> SceneVariation | None:
@@ -478,10 +514,28 @@ def _rollout(sim: TwoArmSim, scene: TwoArmScene, params: TwoArmParams, plans: li
 
 def _execute(sim: TwoArmSim, spec: EpisodeSpec, scene: TwoArmScene, params: TwoArmParams, plans: list[_ArmPlan],
              sched: Schedule, render: bool, *, draws: int, variation: SceneVariation | None = None) -> Episode:
+    if variation is not None and variation.person is not None:
+        variation.waits = [(arm, held / params.fps) for arm, held in zip(ARMS, sched.person_holds) if held]
     r = _rollout(sim, scene, params, plans, sched, render)
     n, results = len(sched.progress), r.results
     separation = np.linalg.norm(r.state[0, :, 16:19].astype(np.float64) - r.state[1, :, 16:19], axis=1)
     kept = bool(separation.min() >= params.min_separation_m)
+    person_metrics: dict[str, Any] = {}
+    if variation is not None and variation.person is not None:  # measured on the recorded joints
+        person, pp = variation.person, params.variation.person
+        xy = person.position(np.arange(n) / params.fps)
+        gaps = [_chain_distance(_person_points(r.state[a, :, :7], scene.base(a)), xy) - pp.arm_radius_m
+                - person.radius for a in range(2)]
+        k0, k1 = sched.progress[:, 0], sched.progress[:, 1]
+        reached = person.position((np.arange(n) + 1) / params.fps)  # a frame's target is reached as it ends
+        planned = [_chain_distance(_person_points(plans[a].q[k], scene.base(a)), reached) - pp.arm_radius_m
+                   - person.radius for a, k in ((0, k0), (1, k1))]
+        person_metrics = {"task.person_gap_m": float(min(g.min() for g in gaps)),
+                          "task.person_planned_gap_m": float(min(g.min() for g in planned)),
+                          "two_arms.arm0_person_wait_frames": sched.person_holds[0],
+                          "two_arms.arm1_person_wait_frames": sched.person_holds[1]}
+        if person_metrics["task.person_gap_m"] <= 0.0:
+            kept = False  # the arms met the person: not a success
     cameras = {}
     for cam, frames in r.images.items():
         if frames:
@@ -519,6 +573,7 @@ def _execute(sim: TwoArmSim, spec: EpisodeSpec, scene: TwoArmScene, params: TwoA
         "timing.physics_s": r.t_physics, "timing.render_s": r.t_render,
     })
     extra: dict[str, Any] = {}
+    metrics.update(person_metrics)
     if variation is not None:
         metrics.update(variation.metrics())
         extra["scene_variation"] = variation.to_dict()
