@@ -132,8 +132,8 @@ def load_critical_states(root: Path | str) -> list[CriticalState]:
                       "after_grasp": demo_grasped and t > grasp_at,
                       "actions": np.asarray(ep.action[t:], np.float64).tolist(), "phases": phase[t:].tolist()}
             kept = variation_at(prov["scene_variation"], t / ep.fps) if prov.get("scene_variation") else None
-            if kept is not None:  # the demo's light at t_c and its distractors come back with the state
-                params["variation"] = kept
+            if kept is not None and (kept.get("light") or kept.get("distractors")):  # back with the state
+                params["variation"] = kept  # (a demo with only a platform or a person keeps its state's digest)
             out.append(CriticalState(ep.episode_key, t, tuple(float(v) for v in s[itcp:itcp + 3]), params,
                                      dict(prov.get("task_params") or {})))
     if failed:

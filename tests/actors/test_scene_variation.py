@@ -251,6 +251,7 @@ def test_a_plain_episode_after_a_varied_one_on_the_same_simulator_is_the_plain_e
         run_varied(sim, EpisodeSpec(SOURCE, 3, 0), varied)
     except EpisodeFailed:
         pass  # a blocked person: the bodies were built all the same
+    assert sim._lit  # it was drawn lit: the plain episode below needs the fresh client
     assert _hash(run_pick_place(sim, EpisodeSpec(SOURCE, 3, 1), PickPlaceParams(steps_per_segment=10))) == plain
 
 

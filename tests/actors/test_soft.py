@@ -135,6 +135,10 @@ def test_lighting_and_distractors_vary_the_soft_scene(sim, episodes):
     assert ep.metrics["scene.distractors"] >= 1 and "scene.light_azimuth_deg" in ep.metrics
     assert ep.provenance["scene_variation"]["distractors"] and ep.provenance["soft"] == ref.provenance["soft"]
     assert np.abs(ep.cameras["cam_high"].rgb.astype(int) - ref.cameras["cam_high"].rgb).mean() > 2.0
+    # the next plain episode on this simulator is the plain episode: unlit, the same physics (a fresh client
+    # after the lit one is warmed again, and the block is still gripped as a block)
+    assert _hash(run_soft_pick_place(sim, EpisodeSpec(SOURCE, 0, 0), SoftParams(materials=("foam",)))) == _hash(ref)
+    assert sim.scene.material == "foam" and sim.scene.object_kind == "block"  # not the warm-up's cloth
 
 
 def test_the_scene_draws_are_the_rigid_ones_then_the_material():

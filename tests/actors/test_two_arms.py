@@ -197,10 +197,11 @@ def test_both_arms_keep_clear_of_the_person_and_wait_for_it(sim):
                                                                     physicsClientId=sim.client)), default=1.0)
                         for arm in sim.arms))
 
+    plain = run_two_arms(sim, EpisodeSpec(SOURCE, 3, 6), TwoArmParams(), render=False)
     sim.step = measured
     held = 0
     try:
-        for index in (4, 6):  # index 4: arm 0 waits 25 frames for the person
+        for index in (4, 6):  # index 4: arm 0 waits for the person
             seen.clear()
             ep = run_two_arms(sim, EpisodeSpec(SOURCE, 3, index), params, render=False)
             m = ep.metrics
@@ -209,12 +210,12 @@ def test_both_arms_keep_clear_of_the_person_and_wait_for_it(sim):
             assert m["task.person_planned_gap_m"] >= params.variation.person.clearance_m - 1e-9
             arm0, arm1 = m["two_arms.arm0_person_wait_frames"], m["two_arms.arm1_person_wait_frames"]
             held += arm0 + arm1
-            assert ep.frame_features["two_arms.waiting"].sum(axis=0)[0] >= arm0  # the holds are waits
-            assert m["task.person_wait_s"] == pytest.approx((arm0 + arm1) / ep.fps)
             assert ep.provenance["scene_variation"]["person"]["speed"] > 0
     finally:
         del sim.step
     assert held > 0
+    again = run_two_arms(sim, EpisodeSpec(SOURCE, 3, 6), TwoArmParams(), render=False)
+    assert np.array_equal(again.state, plain.state)  # the person is gone with its episode
 
 
 def test_a_person_crossing_between_the_arms_fails_the_episode_with_the_reason(sim):

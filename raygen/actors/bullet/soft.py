@@ -278,8 +278,8 @@ class BulletSoftPickPlace(BulletPickPlace):
             raise ValueError(f"BulletSoftPickPlace.reset: needs a SoftScene of kind {self.object_kinds} "
                              f"(raygen.actors.tasks.soft.sample_soft_scene), got {type(scene).__name__} "
                              f"{getattr(scene, 'object_kind', None)!r}")
+        super().reset(scene)  # (a fresh client's warm-up resets other scenes on the way)
         self.scene = scene
-        super().reset(scene)
 
     def object_nodes(self) -> np.ndarray:
         """[N,3] the simulation mesh's node positions, world frame."""

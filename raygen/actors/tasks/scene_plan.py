@@ -436,6 +436,8 @@ def variation_at(recorded: dict[str, Any], t: float) -> dict[str, Any] | None:
     if lighting is None and not distractors:
         return {"dropped": dropped} if dropped else None
     out: dict[str, Any] = {"distractors": distractors, "dropped": dropped}
+    if distractors:
+        out["distractor_mass_kg"] = float(recorded["params"]["distractors"]["mass_kg"])
     if lighting is not None:
         plan = LightingPlan(times=tuple(lighting["times"]), values=tuple(tuple(v) for v in lighting["values"]),
                             transition=lighting["transition"], shadows=bool(lighting["shadows"]))
@@ -451,8 +453,9 @@ def restored_variation(kept: dict[str, Any], scene: Scene) -> SceneVariation | N
     light, distractors = kept.get("light"), kept.get("distractors") or []
     if light is None and not distractors:
         return None
+    mass = float(kept.get("distractor_mass_kg", DistractorParams().mass_kg))
     params = SceneVariationParams(lighting=LightingParams(enabled=light is not None),
-                                  distractors=DistractorParams(enabled=bool(distractors)))
+                                  distractors=DistractorParams(enabled=bool(distractors), mass_kg=mass))
     v = SceneVariation(params=params, scene=scene)
     if light is not None:
         v.lighting = LightingPlan(times=(0.0,), values=(tuple(float(x) for x in light),), transition="step",

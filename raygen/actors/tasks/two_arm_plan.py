@@ -184,8 +184,11 @@ def _schedule_around(can: np.ndarray, stops0: np.ndarray, stops1: np.ndarray, pe
     """schedule_two_arms with the person: each frame the first of these that keeps the arms apart (``can``)
     and clear of the person is taken: both advance; arm 1 holds at a stop; arm 0 holds at a stop; both hold
     at stops. An arm leaves a stop only when its whole motion to the next stop stays clear of the person
-    (it cannot stop on the way), and holds only where the person does not come. No choice at all, or more
-    than ``max_hold`` frames of waiting for the person, fails the schedule."""
+    (it cannot stop on the way) and, from there, some wait at that stop clear of the person leads to a clear
+    next motion (one stop of look-ahead); it holds only while the person is not where it rests. This is a
+    greedy choice per frame, not a search: an episode it cannot schedule (no choice at all, or more than
+    ``max_hold`` frames of waiting for the person) fails, with the reason, where a deeper search might have
+    waited earlier."""
     k = (can.shape[0] - 1, can.shape[1] - 1)
     stops = (stops0, stops1)
     nxt_stop = []
@@ -196,8 +199,24 @@ def _schedule_around(can: np.ndarray, stops0: np.ndarray, stops1: np.ndarray, pe
     def ok(arm: int, cur: int, new: int, t: int) -> bool:
         if new == cur or not stops[arm][cur]:  # holding, or on the way (checked when it left its stop)
             return bool(person.clear(arm, np.array([new]), np.array([t + 1]))[0])
-        run = np.arange(cur + 1, nxt_stop[arm][cur] + 1)  # from a stop: the whole motion to the next one
-        return bool(person.clear(arm, run, t + 1 + np.arange(len(run))).all())
+        end = nxt_stop[arm][cur]
+        run = np.arange(cur + 1, end + 1)  # from a stop: the whole motion to the next one
+        if not person.clear(arm, run, t + 1 + np.arange(len(run))).all():
+            return False
+        return end >= k[arm] or goes_on(arm, end, t + len(run))
+
+    def goes_on(arm: int, stop: int, arrive: int) -> bool:
+        """From ``stop``, reached at frame ``arrive``, the arm can hold there (clear of the person every
+        frame) and then make its next run clear of it, within what is left of its waiting budget."""
+        run = np.arange(stop + 1, nxt_stop[arm][stop] + 1)
+        hold = np.arange(person.max_hold - held[arm] + 1)
+        resting = person.clear(arm, np.full(len(hold), stop), arrive + hold)
+        last = int(np.argmin(resting)) if not resting.all() else len(hold)  # holds up to here stay clear
+        if last == 0:
+            return False
+        h, i = np.meshgrid(hold[:last], np.arange(len(run)), indexing="ij")
+        runs = person.clear(arm, run[i].ravel(), (arrive + h + 1 + i).ravel()).reshape(h.shape)
+        return bool(runs.all(axis=1).any())
 
     a = b = 0
     prog, waiting, held = [], [], [0, 0]

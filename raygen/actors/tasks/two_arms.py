@@ -162,8 +162,11 @@ class TwoArmParams(PickPlaceParams):
 
     @property
     def max_frames(self) -> int:
-        """The longest an episode can be: one arm waits for all of the other's frames, then does its own."""
-        return 2 * self.frames
+        """The longest an episode can be: one arm waits for all of the other's frames, then does its own, and
+        with the person proxy each arm may also wait ``max_wait_s`` for it."""
+        person = self.variation.person if self.scene else None
+        waits = 2 * int(round(person.max_wait_s * self.fps)) if person is not None and person.enabled else 0
+        return 2 * self.frames + waits
 
 
 def arm_bases(params: TwoArmParams) -> tuple[np.ndarray, np.ndarray]:
@@ -514,13 +517,14 @@ def _rollout(sim: TwoArmSim, scene: TwoArmScene, params: TwoArmParams, plans: li
 
 def _execute(sim: TwoArmSim, spec: EpisodeSpec, scene: TwoArmScene, params: TwoArmParams, plans: list[_ArmPlan],
              sched: Schedule, render: bool, *, draws: int, variation: SceneVariation | None = None) -> Episode:
-    if variation is not None and variation.person is not None:
+    if variation is not None and variation.person is not None:  # per arm: task.person_waits counts arms that waited
         variation.waits = [(arm, held / params.fps) for arm, held in zip(ARMS, sched.person_holds) if held]
     r = _rollout(sim, scene, params, plans, sched, render)
     n, results = len(sched.progress), r.results
     separation = np.linalg.norm(r.state[0, :, 16:19].astype(np.float64) - r.state[1, :, 16:19], axis=1)
     kept = bool(separation.min() >= params.min_separation_m)
     person_metrics: dict[str, Any] = {}
+    met_person = False
     if variation is not None and variation.person is not None:  # measured on the recorded joints
         person, pp = variation.person, params.variation.person
         xy = person.position(np.arange(n) / params.fps)
@@ -534,8 +538,7 @@ def _execute(sim: TwoArmSim, spec: EpisodeSpec, scene: TwoArmScene, params: TwoA
                           "task.person_planned_gap_m": float(min(g.min() for g in planned)),
                           "two_arms.arm0_person_wait_frames": sched.person_holds[0],
                           "two_arms.arm1_person_wait_frames": sched.person_holds[1]}
-        if person_metrics["task.person_gap_m"] <= 0.0:
-            kept = False  # the arms met the person: not a success
+        met_person = person_metrics["task.person_gap_m"] <= 0.0  # the arms met the person: not a success
     cameras = {}
     for cam, frames in r.images.items():
         if frames:
@@ -587,7 +590,7 @@ def _execute(sim: TwoArmSim, spec: EpisodeSpec, scene: TwoArmScene, params: TwoA
         cameras=cameras,
         gripper_pose=r.flange[0],
         gripper_opening=r.opening[0],
-        success=all(x["success"] for x in results) and kept,
+        success=all(x["success"] for x in results) and kept and not met_person,
         robot_type="franka",
         provenance={
             "backend": sim.name, "backend_version": sim.version, "task": "two_arms",
