@@ -142,7 +142,7 @@ def test_two_arm_lighting_and_distractors_reach_the_stage():
     key = UsdLux.DistantLight(fake.stage.GetPrimAtPath(isim.KEY_LIGHT_PATH))
     assert key.GetIntensityAttr().Get() == pytest.approx(isim.KEY_PER_UNIT * v.lighting.at(0.0).intensity, rel=1e-5)
     assert sum(n.startswith("distractor") for n in sim.world.scene.objects) == len(v.distractors) > 0
-    assert sim.capabilities()["scene_variation"] == ["lighting", "distractors"]
+    assert sim.capabilities()["scene_variation"] == ["lighting", "distractors", "person"]
 
 
 def _soft(material, index=0):
