@@ -84,6 +84,8 @@ class SceneCoverage:
         self.materials: dict[str, int] = {}
         self.agents_seen = False
         self.materials_seen = False
+        self.platform_capable = 0
+        """Episodes of a task that can have the moving platform (one arm, a rigid object)."""
 
     def add(self, m: dict[str, Any]) -> None:
         if "scene.object_kind" not in m:
@@ -117,6 +119,7 @@ class SceneCoverage:
         self.materials_seen |= "scene.material" in m
         material = str(m.get("scene.material") or "rigid")
         self.materials[material] = self.materials.get(material, 0) + 1
+        self.platform_capable += agents == "1" and material == "rigid"
 
     def axes(self) -> dict[str, dict[str, Any]]:
         """Per axis: coverage in [0, 1], its parts, and (thinnest) the part that holds it back."""
@@ -132,11 +135,13 @@ class SceneCoverage:
         out["clutter"] = self._axis(self.cluttered / n, clutter_parts, episodes=self.cluttered,
                                     distractor_counts=dict(sorted(self.distractor_counts.items())),
                                     kinds=sorted(self.distractor_kinds), colours=sorted(self.distractor_colours))
-        shares = {k: v / n for k, v in self.movers.items()}
-        parts = {f"{k}_speed": len(self.speed_bins[k]) / SPEED_BINS[k][2] for k in SPEED_BINS}
-        cov = float(np.mean([shares[k] * parts[f"{k}_speed"] for k in SPEED_BINS]))
+        # the platform counts only where a task can have it (two arms and soft objects refuse it)
+        movers = [k for k in SPEED_BINS if k != "platform" or self.platform_capable]
+        shares = {k: self.movers[k] / n for k in movers}
+        parts = {f"{k}_speed": len(self.speed_bins[k]) / SPEED_BINS[k][2] for k in movers}
+        cov = float(np.mean([shares[k] * parts[f"{k}_speed"] for k in movers]))
         out["obstacles"] = {"coverage": cov, "share": shares, "parts": parts, "waited": self.waited,
-                            "thinnest": self._thinnest({**{k: shares[k] for k in SPEED_BINS}, **parts})}
+                            "thinnest": self._thinnest({**shares, **parts})}
         if self.agents_seen:
             out["agents"] = {"coverage": min(1.0, len(self.agents) / 3), "distribution": dict(self.agents),
                              "thinnest": "count"}
@@ -176,7 +181,8 @@ class SceneCoverage:
                                              "task_params.scene.platform.speed_mps, or add episodes",
             ("obstacles", "person_speed"): "walking speeds fall in few bins: widen "
                                            "task_params.scene.person.speed_mps, or add episodes",
-            ("agents", "count"): "every episode has the same number of arms: add two-arm episodes",
+            ("agents", "count"): "every episode has the same number of arms: add "
+                                 + ("single-arm" if set(self.agents) == {"2"} else "two-arm") + " episodes",
             ("materials", "kinds"): "few object materials: add soft-object episodes or materials",
         }
         for name, axis in self.axes().items():
@@ -199,7 +205,8 @@ class SceneCoverage:
                 "distractor_colours": sorted(self.distractor_colours),
                 "movers": self.movers, "speed_bins": {k: sorted(v) for k, v in self.speed_bins.items()},
                 "waited": self.waited, "agents": self.agents, "materials": self.materials,
-                "agents_seen": self.agents_seen, "materials_seen": self.materials_seen}
+                "agents_seen": self.agents_seen, "materials_seen": self.materials_seen,
+                "platform_capable": self.platform_capable}
 
     @classmethod
     def from_state(cls, s: dict[str, Any]) -> SceneCoverage:
@@ -213,6 +220,7 @@ class SceneCoverage:
         out.speed_bins = {k: set(s["speed_bins"].get(k, [])) for k in SPEED_BINS}
         out.waited, out.agents, out.materials = int(s["waited"]), dict(s["agents"]), dict(s["materials"])
         out.agents_seen, out.materials_seen = bool(s["agents_seen"]), bool(s["materials_seen"])
+        out.platform_capable = int(s.get("platform_capable", out.agents.get("1", 0)))  # older states: one arm
         return out
 
 

@@ -103,6 +103,10 @@ def test_agents_and_materials_axes_read_their_metrics_when_present():
     assert mixed["scene_axes"]["materials"]["distribution"] == {"rigid": 6, "foam": 2}
     one_arm = _report(base + [{**base[0], "scene.agents": 1}])
     assert any(r.startswith("[LOW] agents:") for r in one_arm["recommendations"])
+    two = _report([{**m, "scene.agents": 2} for m in base])  # a two-arm run: no platform to ask for
+    assert set(two["scene_axes"]["obstacles"]["share"]) == {"person"}
+    assert not any("platform" in r for r in two["recommendations"])
+    assert any(r.endswith("add single-arm episodes") for r in two["recommendations"])
     real = _report([{"task.grasped": True}] * 3)  # recordings without scene metrics: no scene axes at all
     assert real["scene_axes"] == {} and real["scene_score"] is None
 
