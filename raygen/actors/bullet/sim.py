@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BulletPickPlace"]
+__all__ = ["BulletPickPlace", "FrankaReadings"]
 
 _ARM = list(range(7))
 _FINGERS = (9, 10)
@@ -106,12 +106,77 @@ def _robot_urdf(visual: str) -> str:
     return str(dst)
 
 
-class BulletPickPlace:
+class FrankaReadings:
+    """What the tasks read from one Panda and the object it is given, and its fixed-joint grasp: needs ``p``,
+    ``client``, ``robot``, ``obj`` and ``_constraint`` (BulletPickPlace and each arm of BulletTwoArms)."""
+
+    p: Any
+    client: int
+    robot: int
+    obj: int | None
+    _constraint: int | None
+
+    def _link_pose(self, link: int) -> np.ndarray:
+        st = self.p.getLinkState(self.robot, link, computeForwardKinematics=True, physicsClientId=self.client)
+        t = np.eye(4)
+        t[:3, :3] = np.asarray(self.p.getMatrixFromQuaternion(st[5])).reshape(3, 3)
+        t[:3, 3] = st[4]
+        return t
+
+    def joint_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        states = self.p.getJointStates(self.robot, _ARM + list(_FINGERS), physicsClientId=self.client)
+        q = np.array([s[0] for s in states])
+        qd = np.array([s[1] for s in states])
+        return q[:7], qd[:7], q[7:]
+
+    def flange_pose(self) -> np.ndarray:
+        return self._link_pose(7)  # panda_link8, the flange
+
+    def hand_pose(self) -> np.ndarray:
+        return self._link_pose(_HAND)
+
+    def tcp_position(self) -> np.ndarray:
+        return self._link_pose(_TCP)[:3, 3]
+
+    def finger_pads(self) -> np.ndarray:
+        return np.stack([(self._link_pose(f) @ np.append(PAD_OFFSET, 1.0))[:3] for f in _FINGERS])
+
+    def object_position(self) -> np.ndarray:
+        return np.asarray(self.p.getBasePositionAndOrientation(self.obj, physicsClientId=self.client)[0])
+
+    def object_pose(self) -> np.ndarray:
+        pos, (x, y, z, w) = self.p.getBasePositionAndOrientation(self.obj, physicsClientId=self.client)
+        return np.array([*pos, w, x, y, z])
+
+    def attach(self) -> None:
+        p, c = self.p, self.client
+        hand = p.getLinkState(self.robot, _HAND, physicsClientId=c)
+        obj_pos, obj_orn = p.getBasePositionAndOrientation(self.obj, physicsClientId=c)
+        inv_pos, inv_orn = p.invertTransform(hand[4], hand[5])
+        rel_pos, rel_orn = p.multiplyTransforms(inv_pos, inv_orn, obj_pos, obj_orn)
+        self._constraint = p.createConstraint(self.robot, _HAND, self.obj, -1, p.JOINT_FIXED, [0, 0, 0], rel_pos,
+                                              [0, 0, 0], parentFrameOrientation=rel_orn, physicsClientId=c)
+        p.changeConstraint(self._constraint, maxForce=200, physicsClientId=c)
+        for f in _FINGERS:  # the fixed joint holds it; fingers must not fight it
+            p.setCollisionFilterPair(self.robot, self.obj, f, -1, 0, physicsClientId=c)
+
+    def detach(self) -> None:
+        p, c = self.p, self.client
+        if self._constraint is not None:
+            p.removeConstraint(self._constraint, physicsClientId=c)
+            self._constraint = None
+        for f in _FINGERS:
+            p.setCollisionFilterPair(self.robot, self.obj, f, -1, 1, physicsClientId=c)
+
+
+class BulletPickPlace(FrankaReadings):
     """One PyBullet world (DIRECT mode) that runs pick-and-place episodes."""
 
     name = "bullet"
     object_kinds = ("cube", "cylinder")
     camera_names = ("cam_high", "cam_wrist")
+    restorable = True
+    """It restores a rigid single-arm state (restore, teleport, perturbed_joints: bottleneck episodes)."""
 
     def __init__(self, *, width: int = 128, height: int = 128, fov_deg: float = 60.0, renderer: str = "auto",
                  fps: float = 30.0, substeps: int = 8, robot_visual: str = "lowpoly"):
@@ -361,35 +426,6 @@ class BulletPickPlace:
             self.p.resetBasePositionAndOrientation(self._person, [*xy.tolist(), person.height / 2], [0, 0, 0, 1],
                                                    physicsClientId=self.client)
 
-    def joint_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        states = self.p.getJointStates(self.robot, _ARM + list(_FINGERS), physicsClientId=self.client)
-        q = np.array([s[0] for s in states])
-        qd = np.array([s[1] for s in states])
-        return q[:7], qd[:7], q[7:]
-
-    def _link_pose(self, link: int) -> np.ndarray:
-        st = self.p.getLinkState(self.robot, link, computeForwardKinematics=True, physicsClientId=self.client)
-        t = np.eye(4)
-        t[:3, :3] = np.asarray(self.p.getMatrixFromQuaternion(st[5])).reshape(3, 3)
-        t[:3, 3] = st[4]
-        return t
-
-    def flange_pose(self) -> np.ndarray:
-        return self._link_pose(7)  # panda_link8, the flange
-
-    def tcp_position(self) -> np.ndarray:
-        return self._link_pose(_TCP)[:3, 3]
-
-    def finger_pads(self) -> np.ndarray:
-        return np.stack([(self._link_pose(f) @ np.append(PAD_OFFSET, 1.0))[:3] for f in _FINGERS])
-
-    def object_position(self) -> np.ndarray:
-        return np.asarray(self.p.getBasePositionAndOrientation(self.obj, physicsClientId=self.client)[0])
-
-    def object_pose(self) -> np.ndarray:
-        pos, (x, y, z, w) = self.p.getBasePositionAndOrientation(self.obj, physicsClientId=self.client)
-        return np.array([*pos, w, x, y, z])
-
     def set_rendering(self, on: bool) -> None:
         """Nothing to switch: PyBullet draws only when render() is called."""
 
@@ -467,30 +503,10 @@ class BulletPickPlace:
                 p.resetJointState(self.robot, j, v, vd, physicsClientId=c)
         return out if ok else None
 
-    def attach(self) -> None:
-        p, c = self.p, self.client
-        hand = p.getLinkState(self.robot, _HAND, physicsClientId=c)
-        obj_pos, obj_orn = p.getBasePositionAndOrientation(self.obj, physicsClientId=c)
-        inv_pos, inv_orn = p.invertTransform(hand[4], hand[5])
-        rel_pos, rel_orn = p.multiplyTransforms(inv_pos, inv_orn, obj_pos, obj_orn)
-        self._constraint = p.createConstraint(self.robot, _HAND, self.obj, -1, p.JOINT_FIXED, [0, 0, 0], rel_pos,
-                                              [0, 0, 0], parentFrameOrientation=rel_orn, physicsClientId=c)
-        p.changeConstraint(self._constraint, maxForce=200, physicsClientId=c)
-        for f in _FINGERS:  # the fixed joint holds it; fingers must not fight it
-            p.setCollisionFilterPair(self.robot, self.obj, f, -1, 0, physicsClientId=c)
-
-    def detach(self) -> None:
-        p, c = self.p, self.client
-        if self._constraint is not None:
-            p.removeConstraint(self._constraint, physicsClientId=c)
-            self._constraint = None
-        for f in _FINGERS:
-            p.setCollisionFilterPair(self.robot, self.obj, f, -1, 1, physicsClientId=c)
-
     def camera_pose(self, camera: str) -> np.ndarray:
         if camera == "cam_high":
             return _look_at(np.array([1.15, 0.0, 0.85]), np.array([0.45, 0.0, 0.0]), np.array([0.0, 0.0, 1.0]))
-        return self._link_pose(_HAND) @ WRIST_CAMERA_IN_HAND
+        return self.hand_pose() @ WRIST_CAMERA_IN_HAND
 
     def render(self) -> dict[str, CameraImage]:
         out = {}

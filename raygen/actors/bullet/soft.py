@@ -148,6 +148,7 @@ class BulletSoftPickPlace(BulletPickPlace):
     """
 
     object_kinds = ("block", "cloth")
+    restorable = False  # a soft object's state is its nodes: no bottleneck episodes
 
     def __init__(self, *, block_cells: int = 3, cloth_cells: int = 12, collision_margin: float = 0.002,
                  anchor_depth: float = 0.012, grip_force: float = 2.0, cfl: float = 1.0, max_substeps: int = 64,
@@ -322,14 +323,6 @@ class BulletSoftPickPlace(BulletPickPlace):
         for anchor in self._anchors.values():
             self.p.removeConstraint(anchor, physicsClientId=self.client)
         self._anchors = {}
-
-    # ------------------------------------------------------------------ not for soft objects
-    def restore(self, q: np.ndarray, fingers: np.ndarray, object_pose: np.ndarray, grasped: bool) -> None:
-        raise NotImplementedError("bottleneck episodes restore a rigid object's pose; a soft object's state is "
-                                  "its nodes: not supported by BulletSoftPickPlace")
-
-    def teleport(self, q: np.ndarray) -> None:
-        raise NotImplementedError("bottleneck episodes are not supported by BulletSoftPickPlace")
 
     def capabilities(self) -> dict[str, Any]:
         return {**super().capabilities(), "scene_variation": ["lighting", "distractors", "person"]}

@@ -19,10 +19,8 @@ import numpy as np
 from raygen.actors.bullet.sim import (
     _ARM,
     _FINGERS,
-    _HAND,
-    _TCP,
-    PAD_OFFSET,
     BulletPickPlace,
+    FrankaReadings,
     drive,
     ik_down,
 )
@@ -35,7 +33,7 @@ DEFAULT_BASES = ((0.0, 0.0, 0.0), (1.0, 0.0, float(np.pi)))
 WRIST_CAMERAS = ("cam_wrist", "cam_wrist_1")
 
 
-class BulletArm:
+class BulletArm(FrankaReadings):
     """One Panda of a :class:`BulletTwoArms` world and the object it is given. ``ik`` takes targets in this
     arm's base frame; poses and positions it reports are in the world (arm 0's base frame)."""
 
@@ -51,13 +49,6 @@ class BulletArm:
         self._constraint: int | None = None
         self._yaw = float(np.arctan2(base[1, 0], base[0, 0]))
 
-    def _link_pose(self, link: int) -> np.ndarray:
-        st = self.p.getLinkState(self.robot, link, computeForwardKinematics=True, physicsClientId=self.client)
-        t = np.eye(4)
-        t[:3, :3] = np.asarray(self.p.getMatrixFromQuaternion(st[5])).reshape(3, 3)
-        t[:3, 3] = st[4]
-        return t
-
     def ik(self, target_xyz: np.ndarray, q_seed: np.ndarray) -> np.ndarray | None:
         """PyBullet's IK for the TCP pointing down at ``target_xyz`` (this arm's base frame); tries a few hand
         yaws (about the base's own axes) and keeps the first that lands within 5 mm and 3 degrees."""
@@ -68,51 +59,6 @@ class BulletArm:
     def command(self, q_target: np.ndarray, finger_targets: float | np.ndarray) -> None:
         """Motor targets for the next physics steps (the simulator steps both arms together)."""
         drive(self.p, self.client, self.robot, q_target, finger_targets)
-
-    def joint_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        states = self.p.getJointStates(self.robot, _ARM + list(_FINGERS), physicsClientId=self.client)
-        q = np.array([s[0] for s in states])
-        qd = np.array([s[1] for s in states])
-        return q[:7], qd[:7], q[7:]
-
-    def flange_pose(self) -> np.ndarray:
-        return self._link_pose(7)
-
-    def tcp_position(self) -> np.ndarray:
-        return self._link_pose(_TCP)[:3, 3]
-
-    def finger_pads(self) -> np.ndarray:
-        return np.stack([(self._link_pose(f) @ np.append(PAD_OFFSET, 1.0))[:3] for f in _FINGERS])
-
-    def hand_pose(self) -> np.ndarray:
-        return self._link_pose(_HAND)
-
-    def object_position(self) -> np.ndarray:
-        return np.asarray(self.p.getBasePositionAndOrientation(self.obj, physicsClientId=self.client)[0])
-
-    def object_pose(self) -> np.ndarray:
-        pos, (x, y, z, w) = self.p.getBasePositionAndOrientation(self.obj, physicsClientId=self.client)
-        return np.array([*pos, w, x, y, z])
-
-    def attach(self) -> None:
-        p, c = self.p, self.client
-        hand = p.getLinkState(self.robot, _HAND, physicsClientId=c)
-        obj_pos, obj_orn = p.getBasePositionAndOrientation(self.obj, physicsClientId=c)
-        inv_pos, inv_orn = p.invertTransform(hand[4], hand[5])
-        rel_pos, rel_orn = p.multiplyTransforms(inv_pos, inv_orn, obj_pos, obj_orn)
-        self._constraint = p.createConstraint(self.robot, _HAND, self.obj, -1, p.JOINT_FIXED, [0, 0, 0], rel_pos,
-                                              [0, 0, 0], parentFrameOrientation=rel_orn, physicsClientId=c)
-        p.changeConstraint(self._constraint, maxForce=200, physicsClientId=c)
-        for f in _FINGERS:  # the fixed joint holds it; fingers must not fight it
-            p.setCollisionFilterPair(self.robot, self.obj, f, -1, 0, physicsClientId=c)
-
-    def detach(self) -> None:
-        p, c = self.p, self.client
-        if self._constraint is not None:
-            p.removeConstraint(self._constraint, physicsClientId=c)
-            self._constraint = None
-        for f in _FINGERS:
-            p.setCollisionFilterPair(self.robot, self.obj, f, -1, 1, physicsClientId=c)
 
 
 def _base_matrix(x: float, y: float, yaw: float) -> np.ndarray:
@@ -128,6 +74,7 @@ class BulletTwoArms(BulletPickPlace):
     ``self.arms[arm]``; ``step`` drives both arms."""
 
     camera_names = ("cam_high", *WRIST_CAMERAS)
+    restorable = False  # bottleneck episodes restore one arm's state
 
     def __init__(self, **kw: Any):
         self.arms: tuple[BulletArm, ...] = ()
@@ -227,12 +174,6 @@ class BulletTwoArms(BulletPickPlace):
 
     def detach(self, arm: int = 0) -> None:
         self.arms[arm].detach()
-
-    def restore(self, *args: Any, **kw: Any) -> None:
-        raise NotImplementedError("BulletTwoArms: restoring a state (bottleneck runs) is single-arm only; use "
-                                  "BulletPickPlace")
-
-    teleport = perturbed_joints = restore
 
     def capabilities(self) -> dict[str, Any]:
         return {**super().capabilities(), "arms": len(DEFAULT_BASES), "scene_variation": ["lighting", "distractors",

@@ -25,19 +25,8 @@ the PickPlaceSim calls onto Isaac Sim:
 - Each instance gets its own Kit cache, shader cache and data folders
   (RAYGEN_CACHE_DIR from WorkerHost) and a CPU-thread limit.
 
-Scene variation (:mod:`raygen.actors.tasks.scene`, set by :meth:`IsaacPickPlace.vary` before a reset),
-written against the Isaac Sim 5 API and not yet run on an RTX machine:
-
-- lighting: a UsdLux DistantLight (its -z along the light's travel, intensity ``KEY_PER_UNIT`` x
-  intensity, colour temperature enabled, specular as a multiple of PyBullet's 0.05, shadows through
-  UsdLux.ShadowAPI) and a DomeLight (``DOME_PER_UNIT`` x ambient), set before each frame is rendered; any
-  other light on the stage is made invisible while they are used;
-- distractors: DynamicCuboid / DynamicCylinder with the grip material;
-- platform: a DynamicCuboid made kinematic (physics:kinematicEnabled) and driven by kinematic targets
-  (``RigidBodyView.set_kinematic_targets`` of omni.physics.tensors, so contacts see its velocity) every
-  physics step; with a platform the frame's physics steps are taken one by one and the frame is then
-  rendered with ``world.render()``;
-- person: a UsdGeom.Capsule without physics (it touches nothing), moved before each frame is rendered.
+Scene variation (lighting, distractors, platform, person) is :mod:`raygen.actors.isaac.variation`'s; a
+Franka's readings and grasp are :mod:`raygen.actors.isaac.arm`'s (shared with the two-arm adapter).
 
 Cannot be exercised on a machine without an RTX GPU; see tests/actors/test_isaac.py for what is checked
 without one.
@@ -54,6 +43,26 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from raygen._deps import require
+from raygen.actors.isaac.arm import (  # noqa: F401 (PAD_OFFSET, DOWN_WXYZ, _yaw_wxyz: the adapters' names)
+    DOWN_WXYZ,
+    PAD_OFFSET,
+    FrankaArm,
+    _np,
+    _pose_matrix,
+    _yaw_wxyz,
+    lula_ik,
+    robot_links,
+)
+from raygen.actors.isaac.variation import (  # noqa: F401 (the stage paths and light scales, re-exported)
+    DOME_LIGHT_PATH,
+    DOME_PER_UNIT,
+    KEY_LIGHT_PATH,
+    KEY_PER_UNIT,
+    PERSON_PATH,
+    PLATFORM_PATH,
+    VARIATION_PATH,
+    IsaacVariation,
+)
 from raygen.actors.tasks.pick_place import (
     GRIPPER_OPEN,
     HOME_Q,
@@ -66,7 +75,7 @@ from raygen.actors.tasks.pick_place import (
 )
 
 if TYPE_CHECKING:
-    from raygen.actors.tasks.scene_plan import Light, SceneVariation
+    from raygen.actors.tasks.scene_plan import SceneVariation
 
 logger = logging.getLogger(__name__)
 
@@ -76,67 +85,10 @@ FRANKA_USD = "/Isaac/Robots/FrankaRobotics/FrankaPanda/franka.usd"  # 5.x layout
 ROBOT_PATH = "/World/Franka"
 OBJECT_PATH = "/World/Object"
 JOINT_PATH = "/World/GraspJoint"
-PAD_OFFSET = np.array([0.0, 0.0, 0.045])
-DOWN_WXYZ = np.array([0.0, 1.0, 0.0, 0.0])  # TCP z axis pointing down (180 deg about x)
-VARIATION_PATH = "/World/Variation"
-KEY_LIGHT_PATH = f"{VARIATION_PATH}/KeyLight"
-DOME_LIGHT_PATH = f"{VARIATION_PATH}/AmbientLight"
-PLATFORM_PATH = f"{VARIATION_PATH}/Platform"
-PERSON_PATH = f"{VARIATION_PATH}/Person"
-KEY_PER_UNIT = 3000.0 / 0.35
-"""DistantLight intensity per unit of the task's light intensity (0.35, PyBullet's own, gives 3000)."""
-DOME_PER_UNIT = 1000.0 / 0.6
-"""DomeLight intensity per unit of ambient (0.6, PyBullet's own, gives 1000)."""
-SPECULAR_UNIT = 0.05
-PERSON_RGB = (0.3, 0.38, 0.62)
-PLATFORM_RGB = (0.18, 0.18, 0.2)
 MARKER_RGB = (0.1, 0.8, 0.3)
 MARKER_PATH = "/World/PlaceMarker"
 MATERIAL_ROOTS = ("/World/Looks", "/World/Physics_Materials")
 """Where isaacsim's object classes put the material each new coloured object gets."""
-
-
-def _z_to(direction: np.ndarray) -> np.ndarray:
-    """A rotation [3,3] whose z axis is ``direction`` (unit)."""
-    z = np.asarray(direction, dtype=np.float64)
-    z = z / np.linalg.norm(z)
-    helper = np.array([0.0, 0.0, 1.0]) if abs(z[2]) < 0.9 else np.array([1.0, 0.0, 0.0])
-    x = np.cross(helper, z)
-    x /= np.linalg.norm(x)
-    return np.stack([x, np.cross(z, x), z], axis=1)
-
-
-def _np(x: Any) -> np.ndarray:
-    """A float64 numpy copy of what Isaac Sim returns: numpy, or a torch tensor on a GPU pipeline."""
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x, dtype=np.float64)
-
-
-def robot_links(api: dict[str, Any], root: str) -> tuple[Any, Any, list[Any]]:
-    """(hand, flange, [left finger, right finger]) of the Franka at ``root`` as rigid-body views: their poses
-    come from physics (a link's USD pose is stale on the GPU pipeline, which does not write back to USD)."""
-    def link(name: str) -> Any:
-        return api["SingleRigidPrim"](f"{root}/{name}", name=f"{root.strip('/').replace('/', '_')}_{name}")
-
-    return link("panda_hand"), link("panda_link8"), [link("panda_leftfinger"), link("panda_rightfinger")]
-
-
-def lula_ik(lula: Any, robot: Any, target_xyz: np.ndarray, target_wxyz: np.ndarray, seed: np.ndarray
-            ) -> np.ndarray | None:
-    """Joints [7] putting the TCP frame ``right_gripper`` at ``target_xyz`` (world) turned ``target_wxyz``,
-    from the seed ``seed`` [7+]: Lula called directly with numpy (the articulation solver passes the robot's
-    own joints as the warm start, a GPU tensor on the GPU pipeline), after giving Lula the robot's base pose."""
-    position, orientation = robot.get_world_pose()
-    lula.set_robot_base_pose(_np(position), _np(orientation))
-    q, ok = lula.compute_inverse_kinematics("right_gripper", target_position=np.asarray(target_xyz, np.float64),
-                                            target_orientation=np.asarray(target_wxyz, np.float64),
-                                            warm_start=np.asarray(seed, np.float64)[:7])
-    return _np(q)[:7] if ok else None
-
-
-def _yaw_wxyz(yaw: float) -> np.ndarray:
-    return np.array([np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)])
 
 
 def isolate_caches(cache_dir: Path) -> None:
@@ -166,24 +118,14 @@ def kit_args(cache_dir: Path) -> list[str]:
     return [f"--{key}={path}" for key, path in paths.items()]
 
 
-def _pose_matrix(position: np.ndarray, quat: np.ndarray) -> np.ndarray:
-    w, x, y, z = (float(v) for v in _np(quat))
-    r = np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
-    t = np.eye(4)
-    t[:3, :3], t[:3, 3] = r, _np(position)
-    return t
-
-
-class IsaacPickPlace:
+class IsaacPickPlace(IsaacVariation, FrankaArm):
     """One Isaac Sim process running pick-and-place episodes."""
 
     name = "isaac"
     object_kinds = ("cube", "cylinder")
     camera_names = ("cam_high", "cam_wrist")
+    restorable = True
+    """It restores a rigid single-arm state (restore, teleport, perturbed_joints: bottleneck episodes)."""
     KIT_SETTINGS: tuple[str, ...] = ()
     """Kit settings this adapter adds to the command line of its SimulationApp."""
 
@@ -266,6 +208,7 @@ class IsaacPickPlace:
         api["add_reference_to_stage"](usd_path=franka_usd, prim_path=ROBOT_PATH)
         self.robot = self.world.scene.add(api["SingleArticulation"](prim_path=ROBOT_PATH, name="franka"))
         self._hand, self._flange, self._fingers = robot_links(api, ROBOT_PATH)
+        self._hand_path, self._object_path, self._joint_path = f"{ROBOT_PATH}/panda_hand", OBJECT_PATH, JOINT_PATH
         self.cameras = {
             "cam_high": api["Camera"](prim_path="/World/cam_high", resolution=(self.width, self.height),
                                       frequency=int(self.fps), position=np.array([1.15, 0.0, 0.85])),
@@ -302,7 +245,7 @@ class IsaacPickPlace:
         hand's physics pose (USD poses are not written back on the GPU pipeline)."""
         if camera == "cam_high":
             return self._high_pose.copy()
-        return _pose_matrix(*self._hand.get_world_pose()) @ WRIST_CAMERA_IN_HAND
+        return self.hand_pose() @ WRIST_CAMERA_IN_HAND
 
     def _look_at_table(self) -> None:
         # overhead camera: PyBullet's pose (OpenCV axes = Isaac's "ros" camera axes), looking at the table
@@ -403,110 +346,6 @@ class IsaacPickPlace:
         """``x`` as the World's backend takes it (numpy here; a GPU pipeline takes torch tensors)."""
         return x
 
-    def vary(self, variation: SceneVariation) -> None:
-        """The next :meth:`reset` builds ``variation`` too (distractors, platform, person, lights)."""
-        self._pending = variation
-
-    # ------------------------------------------------------------------ scene variation
-    def _clear_variation(self, stage: Any) -> None:
-        for name in self._var_objects:
-            self.world.scene.remove_object(name)
-        self._var_objects, self._platform_view, self._person = [], None, None
-        for path in (PLATFORM_PATH, PERSON_PATH):
-            if stage.GetPrimAtPath(path).IsValid():
-                stage.RemovePrim(path)
-        prim = stage.GetPrimAtPath(VARIATION_PATH)
-        if prim.IsValid():
-            for child in list(prim.GetChildren()):
-                if child.GetPath().pathString.startswith(f"{VARIATION_PATH}/Distractor"):
-                    stage.RemovePrim(child.GetPath())
-        self._lights(stage, None)
-
-    def _build_variation(self, stage: Any, v: SceneVariation) -> None:
-        api = self._api
-        for i, d in enumerate(v.distractors):
-            name = f"distractor{self._object_index}_{i}"
-            common = dict(prim_path=f"{VARIATION_PATH}/Distractor{i}", name=name, mass=v.params.distractors.mass_kg,
-                          position=np.array([*d.xy, d.size[2] / 2 + 1e-3]), orientation=_yaw_wxyz(d.yaw),
-                          color=np.array(d.rgba[:3]), physics_material=self._material)
-            if d.kind == "cylinder":
-                body = api["DynamicCylinder"](radius=d.size[0] / 2, height=d.size[2], **common)
-            else:
-                body = api["DynamicCuboid"](scale=np.array(d.size), **common)
-            self.world.scene.add(body)
-            self._var_objects.append(name)
-        if v.platform is not None:
-            pf = v.platform
-            name = f"platform{self._object_index}"
-            body = api["DynamicCuboid"](prim_path=PLATFORM_PATH, name=name, mass=5.0,
-                                        position=np.array([*pf.position(0.0), pf.size[2] / 2]),
-                                        orientation=_yaw_wxyz(pf.heading_rad), scale=np.array(pf.size),
-                                        color=np.array(PLATFORM_RGB), physics_material=self._material)
-            self.world.scene.add(body)
-            self._var_objects.append(name)
-            api["UsdPhysics"].RigidBodyAPI(stage.GetPrimAtPath(PLATFORM_PATH)).CreateKinematicEnabledAttr(True)
-        if v.person is not None:
-            pr = v.person
-            cap = api["UsdGeom"].Capsule.Define(stage, PERSON_PATH)
-            cap.CreateRadiusAttr(pr.radius)
-            cap.CreateHeightAttr(max(pr.height - 2 * pr.radius, 0.0))  # the cylinder between the caps
-            cap.CreateAxisAttr("Z")
-            cap.CreateDisplayColorAttr([api["Gf"].Vec3f(*PERSON_RGB)])
-            self._person = api["SingleXFormPrim"](PERSON_PATH)
-
-    def _drive_platform(self, t: float) -> None:
-        """Kinematic target of the platform at time ``t`` (reached at the end of the next physics step)."""
-        pf = self._variation.platform
-        w, x, y, z = _yaw_wxyz(pf.heading_rad)
-        target = np.array([[*pf.position(t), pf.size[2] / 2, x, y, z, w]], dtype=np.float32)  # xyz + xyzw
-        self._platform_view.set_kinematic_targets(target, np.array([0], dtype=np.int32))
-
-    def _pose_for(self, t: float) -> None:
-        """The person and the light as they are at time ``t`` (before that frame is rendered)."""
-        v = self._variation
-        stage = self._api["get_current_stage"]()
-        if v is not None and v.person is not None:
-            self._person.set_world_pose(position=np.array([*v.person.position(t), v.person.height / 2]),
-                                        orientation=np.array([1.0, 0.0, 0.0, 0.0]))
-        self._lights(stage, v.lighting.at(t) if v is not None and v.lighting is not None else None)
-
-    def _lights(self, stage: Any, light: Light | None) -> None:
-        """Our distant + dome light set to ``light`` (other lights hidden), or none of ours (others shown)."""
-        api = self._api
-        lux, geom, gf = api["UsdLux"], api["UsdGeom"], api["Gf"]
-        if light is None:
-            for path in (KEY_LIGHT_PATH, DOME_LIGHT_PATH):
-                if stage.GetPrimAtPath(path).IsValid():
-                    geom.Imageable(stage.GetPrimAtPath(path)).MakeInvisible()
-            for path in self._hidden_lights:
-                if stage.GetPrimAtPath(path).IsValid():
-                    geom.Imageable(stage.GetPrimAtPath(path)).MakeVisible()
-            self._hidden_lights = []
-            return
-        if not self._hidden_lights:
-            for prim in stage.Traverse():
-                path = prim.GetPath().pathString
-                if prim.HasAPI(lux.LightAPI) and not path.startswith(VARIATION_PATH):
-                    geom.Imageable(prim).MakeInvisible()
-                    self._hidden_lights.append(path)
-        key = lux.DistantLight.Define(stage, KEY_LIGHT_PATH)
-        key.CreateIntensityAttr().Set(float(KEY_PER_UNIT * light.intensity))
-        key.CreateEnableColorTemperatureAttr().Set(True)
-        key.CreateColorTemperatureAttr().Set(float(light.colour_temperature_k))
-        key.CreateSpecularAttr().Set(float(light.specular / SPECULAR_UNIT))
-        key.CreateAngleAttr().Set(0.53)
-        lux.ShadowAPI.Apply(key.GetPrim()).CreateShadowEnableAttr().Set(bool(light.shadows))
-        xf = geom.Xformable(key.GetPrim())
-        xf.ClearXformOpOrder()
-        w, x, y, z = (float(c) for c in quat_wxyz(_z_to(light.direction)))  # it shines along its -z
-        xf.AddOrientOp().Set(gf.Quatf(w, x, y, z))
-        geom.Imageable(key.GetPrim()).MakeVisible()
-        dome = lux.DomeLight.Define(stage, DOME_LIGHT_PATH)
-        dome.CreateIntensityAttr().Set(float(DOME_PER_UNIT * light.ambient))
-        dome.CreateEnableColorTemperatureAttr().Set(True)
-        dome.CreateColorTemperatureAttr().Set(float(light.colour_temperature_k))
-        geom.Imageable(dome.GetPrim()).MakeVisible()
-
     def ik(self, target_xyz: np.ndarray, q_seed: np.ndarray) -> np.ndarray | None:
         return lula_ik(self._lula, self.robot, target_xyz, DOWN_WXYZ, q_seed)
 
@@ -534,10 +373,6 @@ class IsaacPickPlace:
         self._rendering = bool(on)
 
     # ------------------------------------------------------------------ restore and perturb (bottleneck runs)
-    def object_pose(self) -> np.ndarray:
-        position, quat = self._object.get_world_pose()  # quaternion w, x, y, z
-        return np.concatenate([_np(position), _np(quat)])
-
     def restore(self, q: np.ndarray, fingers: np.ndarray, object_pose: np.ndarray, grasped: bool) -> None:
         """Robot at joints ``q`` [7] and fingers [2], the object at ``object_pose`` (xyz + wxyz), all at rest;
         the object attached when ``grasped`` (after :meth:`reset` of the scene)."""
@@ -556,8 +391,8 @@ class IsaacPickPlace:
 
     def teleport(self, q: np.ndarray) -> None:
         """Arm to joints ``q`` at once; a held object moves with the hand (the joint is re-made there)."""
-        held = self._stage_has_joint()
-        rel = np.linalg.inv(_pose_matrix(*self._hand.get_world_pose())) @ _pose_matrix(*self._object.get_world_pose())
+        held = self._holds()
+        rel = np.linalg.inv(self.hand_pose()) @ _pose_matrix(*self._object.get_world_pose())
         if held:
             self.detach()
         fingers = _np(self.robot.get_joint_positions())[7:9]
@@ -567,16 +402,13 @@ class IsaacPickPlace:
         self.robot.apply_action(self._api["ArticulationAction"](joint_positions=target))
         self.world.step(render=False)  # link poses are current only after a step
         if held:
-            m = _pose_matrix(*self._hand.get_world_pose()) @ rel
+            m = self.hand_pose() @ rel
             self._object.set_world_pose(position=m[:3, 3], orientation=quat_wxyz(m[:3, :3]))
             self._object.set_linear_velocity(np.zeros(3))
             self._object.set_angular_velocity(np.zeros(3))
             self.attach()
         self.robot.apply_action(self._api["ArticulationAction"](
             joint_positions=np.concatenate([np.asarray(q, np.float64), fingers])))
-
-    def _stage_has_joint(self) -> bool:
-        return bool(self._api["get_current_stage"]().GetPrimAtPath(JOINT_PATH).IsValid())
 
     def perturbed_joints(self, q: np.ndarray, offset: np.ndarray, rotation: np.ndarray) -> np.ndarray | None:
         """Joints that move the TCP of joints ``q`` by ``offset`` [3] (world, m) and turn it by ``rotation``
@@ -589,45 +421,6 @@ class IsaacPickPlace:
         want = np.asarray(rotation, np.float64) @ np.asarray(rot, np.float64)
         return lula_ik(self._lula, self.robot, np.asarray(pos, np.float64) + np.asarray(offset, np.float64),
                        quat_wxyz(want), q)
-
-    def joint_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        q = _np(self.robot.get_joint_positions())
-        qd = _np(self.robot.get_joint_velocities())
-        return q[:7], qd[:7], q[7:9]
-
-    def flange_pose(self) -> np.ndarray:
-        return _pose_matrix(*self._flange.get_world_pose())
-
-    def tcp_position(self) -> np.ndarray:
-        return (_pose_matrix(*self._hand.get_world_pose()) @ np.array([0, 0, TCP_D - 0.0, 1.0]))[:3]
-
-    def finger_pads(self) -> np.ndarray:
-        return np.stack([(_pose_matrix(*f.get_world_pose()) @ np.append(PAD_OFFSET, 1.0))[:3]
-                         for f in self._fingers])
-
-    def object_position(self) -> np.ndarray:
-        return _np(self._object.get_world_pose()[0])
-
-    def attach(self) -> None:
-        api = self._api
-        stage = api["get_current_stage"]()
-        hand = _pose_matrix(*self._hand.get_world_pose())
-        obj = _pose_matrix(*self._object.get_world_pose())
-        rel = np.linalg.inv(hand) @ obj
-        joint = api["UsdPhysics"].FixedJoint.Define(stage, JOINT_PATH)
-        joint.CreateBody0Rel().SetTargets([f"{ROBOT_PATH}/panda_hand"])
-        joint.CreateBody1Rel().SetTargets([OBJECT_PATH])
-        gf = api["Gf"]
-        joint.CreateLocalPos0Attr().Set(gf.Vec3f(*rel[:3, 3].tolist()))
-        w, x, y, z = (float(v) for v in quat_wxyz(rel[:3, :3]))
-        joint.CreateLocalRot0Attr().Set(gf.Quatf(w, x, y, z))
-        joint.CreateLocalPos1Attr().Set(gf.Vec3f(0.0, 0.0, 0.0))
-        joint.CreateLocalRot1Attr().Set(gf.Quatf(1.0, 0.0, 0.0, 0.0))
-
-    def detach(self) -> None:
-        stage = self._api["get_current_stage"]()
-        if stage.GetPrimAtPath(JOINT_PATH).IsValid():
-            stage.RemovePrim(JOINT_PATH)
 
     def render(self) -> dict[str, CameraImage]:
         out = {}

@@ -38,7 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from raygen.actors.isaac.sim import ROBOT_PATH, IsaacPickPlace, _np, _pose_matrix
+from raygen.actors.isaac.arm import _np, _pose_matrix
+from raygen.actors.isaac.sim import ROBOT_PATH, IsaacPickPlace
 from raygen.actors.tasks.pick_place import Scene
 from raygen.actors.tasks.soft import SoftScene, grip_nodes, node_pose
 
@@ -81,6 +82,7 @@ class IsaacSoftPickPlace(IsaacPickPlace):
     a node is still held, m) and ``solver_iterations`` (the soft body's position iterations)."""
 
     object_kinds = ("block", "cloth")
+    restorable = False  # a soft object's state is its nodes: no bottleneck episodes
     KIT_SETTINGS = ("--/app/useFabricSceneDelegate=0",)
     """As Isaac Sim's own deformable and cloth examples start Kit: the RTX frames show the soft body's motion."""
 
@@ -251,7 +253,7 @@ class IsaacSoftPickPlace(IsaacPickPlace):
         stage = api["get_current_stage"]()
         nodes = self.object_nodes()
         finger_poses = [_pose_matrix(*f.get_world_pose()) for f in self._fingers]
-        held = grip_nodes(nodes, self.finger_pads(), _pose_matrix(*self._hand.get_world_pose())[:3, 2],
+        held = grip_nodes(nodes, self.finger_pads(), self.hand_pose()[:3, 2],
                           finger_poses[0][:3, 1], self.anchor_depth, skip_bottom=self.scene.object_kind == "block")
         gf, vt = api["Gf"], api["Vt"]
         for finger in (0, 1):
@@ -282,9 +284,3 @@ class IsaacSoftPickPlace(IsaacPickPlace):
 
     def capabilities(self) -> dict[str, Any]:
         return {**super().capabilities(), "scene_variation": ["lighting", "distractors", "person"]}
-
-    def restore(self, *args: Any, **kw: Any) -> None:
-        raise NotImplementedError("bottleneck episodes restore a rigid object's pose; a soft object's state is "
-                                  "its nodes: not supported by IsaacSoftPickPlace")
-
-    teleport = perturbed_joints = restore

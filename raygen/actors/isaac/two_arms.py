@@ -29,17 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from raygen.actors.isaac.sim import (
-    DOWN_WXYZ,
-    PAD_OFFSET,
-    IsaacPickPlace,
-    _np,
-    _pose_matrix,
-    _yaw_wxyz,
-    lula_ik,
-    robot_links,
-)
-from raygen.actors.tasks.pick_place import TCP_D, WRIST_CAMERA_IN_HAND, quat_wxyz
+from raygen.actors.isaac.arm import DOWN_WXYZ, FrankaArm, _pose_matrix, _yaw_wxyz, lula_ik, robot_links
+from raygen.actors.isaac.sim import IsaacPickPlace
+from raygen.actors.tasks.pick_place import WRIST_CAMERA_IN_HAND, quat_wxyz
 from raygen.actors.tasks.two_arms import TwoArmScene, high_camera_pose
 
 __all__ = ["IsaacArm", "IsaacTwoArms"]
@@ -55,18 +47,19 @@ def _base_matrix(x: float, y: float, yaw: float) -> np.ndarray:
     return _pose_matrix(np.array([x, y, 0.0]), _yaw_wxyz(yaw))
 
 
-class IsaacArm:
+class IsaacArm(FrankaArm):
     """One Franka of an :class:`IsaacTwoArms` stage and the object it is given (the task's ``ArmSim``):
     ``ik`` takes targets in this arm's base frame; poses and positions it reports are world-frame."""
 
     def __init__(self, sim: IsaacTwoArms, index: int, robot: Any, base: np.ndarray):
-        api = sim._api
+        self._api = sim._api
         self.sim, self.index, self.robot, self.base = sim, index, robot, base
         path = ROBOT_PATHS[index]
-        self._hand, self._flange, self._fingers = robot_links(api, path)
-        self.obj: Any = None
-        self.object_path = f"/World/Object{index}"
-        self.joint_path = f"/World/GraspJoint{index}"
+        self._hand, self._flange, self._fingers = robot_links(self._api, path)
+        self._object: Any = None
+        self._hand_path = f"{path}/panda_hand"
+        self._object_path = f"/World/Object{index}"
+        self._joint_path = f"/World/GraspJoint{index}"
         self._lula: Any = None
 
     def init_kinematics(self) -> None:
@@ -87,50 +80,6 @@ class IsaacArm:
         joints = self.sim._dev(np.concatenate([np.asarray(q_target, np.float64), fingers]))
         self.robot.apply_action(self.sim._api["ArticulationAction"](joint_positions=joints))
 
-    def joint_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        q = _np(self.robot.get_joint_positions())
-        qd = _np(self.robot.get_joint_velocities())
-        return q[:7], qd[:7], q[7:9]
-
-    def hand_pose(self) -> np.ndarray:
-        return _pose_matrix(*self._hand.get_world_pose())
-
-    def flange_pose(self) -> np.ndarray:
-        return _pose_matrix(*self._flange.get_world_pose())
-
-    def tcp_position(self) -> np.ndarray:
-        return (self.hand_pose() @ np.array([0.0, 0.0, TCP_D, 1.0]))[:3]
-
-    def finger_pads(self) -> np.ndarray:
-        return np.stack([(_pose_matrix(*f.get_world_pose()) @ np.append(PAD_OFFSET, 1.0))[:3] for f in self._fingers])
-
-    def object_position(self) -> np.ndarray:
-        return _np(self.obj.get_world_pose()[0])
-
-    def object_pose(self) -> np.ndarray:
-        position, quat = self.obj.get_world_pose()  # quaternion w, x, y, z
-        return np.concatenate([_np(position), _np(quat)])
-
-    def attach(self) -> None:
-        """A FixedJoint from this robot's hand to its object, where the object is now."""
-        api = self.sim._api
-        stage = api["get_current_stage"]()
-        rel = np.linalg.inv(self.hand_pose()) @ _pose_matrix(*self.obj.get_world_pose())
-        joint = api["UsdPhysics"].FixedJoint.Define(stage, self.joint_path)
-        joint.CreateBody0Rel().SetTargets([f"{ROBOT_PATHS[self.index]}/panda_hand"])
-        joint.CreateBody1Rel().SetTargets([self.object_path])
-        gf = api["Gf"]
-        joint.CreateLocalPos0Attr().Set(gf.Vec3f(*rel[:3, 3].tolist()))
-        w, x, y, z = (float(v) for v in quat_wxyz(rel[:3, :3]))
-        joint.CreateLocalRot0Attr().Set(gf.Quatf(w, x, y, z))
-        joint.CreateLocalPos1Attr().Set(gf.Vec3f(0.0, 0.0, 0.0))
-        joint.CreateLocalRot1Attr().Set(gf.Quatf(1.0, 0.0, 0.0, 0.0))
-
-    def detach(self) -> None:
-        stage = self.sim._api["get_current_stage"]()
-        if stage.GetPrimAtPath(self.joint_path).IsValid():
-            stage.RemovePrim(self.joint_path)
-
 
 class IsaacTwoArms(IsaacPickPlace):
     """One Isaac Sim process running two-arm episodes (:class:`~raygen.actors.tasks.two_arms.TwoArmSim`).
@@ -138,6 +87,7 @@ class IsaacTwoArms(IsaacPickPlace):
 
     name = "isaac"
     camera_names = ("cam_high", *WRIST_CAMERAS)
+    restorable = False  # bottleneck episodes restore one arm's state
 
     # ------------------------------------------------------------------ world
     def _build_world(self, franka_usd: str) -> None:
@@ -220,11 +170,11 @@ class IsaacTwoArms(IsaacPickPlace):
         self._place_bases(scene.bases)
         for arm, s in zip(self.arms, scene.arms):
             at = np.array([*s.object_xy, s.object_size / 2 + 1e-3])
-            arm.obj = self._add_object(arm.object_path, s.object_kind, s.object_size, s.rgba, at)
+            arm._object = self._add_object(arm._object_path, s.object_kind, s.object_size, s.rgba, at)
             name = f"marker{arm.index}_{self._object_index}"
             self._marker(f"/World/PlaceMarker{arm.index}", name, s.place_xy)
             self._episode_objects.append((name, f"/World/PlaceMarker{arm.index}"))
-        self._object = self.arms[0].obj
+        self._object = self.arms[0]._object
         self._finish_reset(stage)
 
     def step(self, q_targets: list[np.ndarray], finger_targets: list[np.ndarray]) -> None:  # type: ignore[override]
@@ -244,12 +194,6 @@ class IsaacTwoArms(IsaacPickPlace):
 
     def camera_is_moving(self, camera: str) -> bool:
         return camera in WRIST_CAMERAS
-
-    def restore(self, *args: Any, **kw: Any) -> None:
-        raise NotImplementedError("IsaacTwoArms: restoring a state (bottleneck runs) is single-arm only; use "
-                                  "IsaacPickPlace")
-
-    teleport = perturbed_joints = restore
 
     def capabilities(self) -> dict[str, Any]:
         return {**super().capabilities(), "arms": len(ROBOT_PATHS), "scene_variation": ["lighting", "distractors",

@@ -60,7 +60,10 @@ Franka's limits), so a large perturbation is not undone with a jerk."""
 
 
 class RestorableSim(PickPlaceSim, Protocol):
-    """What a simulator adds for bottleneck episodes (PyBullet and Isaac Sim implement it)."""
+    """What a simulator adds for bottleneck episodes (PyBullet and Isaac Sim implement it); one whose
+    ``restorable`` is False (soft objects, two arms) inherits these methods but cannot restore its state."""
+
+    restorable: bool
 
     def restore(self, q: np.ndarray, fingers: np.ndarray, object_pose: np.ndarray, grasped: bool) -> None: ...
     def teleport(self, q: np.ndarray) -> None: ...
@@ -103,6 +106,9 @@ def run_bottleneck(sim: RestorableSim, spec: EpisodeSpec, params: PickPlaceParam
                    ) -> Episode:
     """One bottleneck episode (see the module docstring); the same spec always gives the same episode."""
     where = f"spec {spec.episode_key} params.bottleneck"
+    if not getattr(sim, "restorable", True):
+        raise ValueError(f"{where}: the {type(sim).__name__} simulator cannot restore a rigid single-arm state "
+                         "(bottleneck episodes are pick_place only)")
     b = spec.params.get("bottleneck")
     if not isinstance(b, dict):
         raise ValueError(f"{where}: missing (a bottleneck spec comes from source.bottleneck)")
