@@ -14,6 +14,7 @@ transition ``steps_per_segment`` frames (9 x 30 = 270 frames by default).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -353,29 +354,37 @@ def _schedule(q_way: np.ndarray, grip: np.ndarray, steps: int) -> tuple[np.ndarr
     return q, g, phase
 
 
-def run_pick_place(sim: PickPlaceSim, spec: EpisodeSpec, params: PickPlaceParams, *, render: bool = True
+def run_pick_place(sim: PickPlaceSim, spec: EpisodeSpec, params: PickPlaceParams, *, render: bool = True,
+                   sample: Callable[[np.random.Generator], Scene] | None = None,
+                   waypoints: Callable[[Scene, PickPlaceParams], list[tuple[str, np.ndarray | None, float]]] | None
+                   = None, observe: Callable[[PickPlaceSim], PickPlaceSim] | None = None, task: str = "pick_place"
                    ) -> Episode:
     """Run one pick-and-place episode on ``sim``; the same spec always gives the same episode.
 
     ``render=False`` runs the physics alone (no camera frames: a first pass that only decides success, see
     :func:`raygen.actors._backend.render_if_kept`); the physics is the same either way. With a scene
-    variation on (``params.scene``), :func:`raygen.actors.tasks.varied.run_varied` runs it."""
+    variation on (``params.scene``), :func:`raygen.actors.tasks.varied.run_varied` runs it. A task built on
+    pick-and-place (soft objects) passes its own scene draw (``sample``, from the episode's generator), its
+    waypoints (``waypoints``), what ``execute`` drives (``observe`` wraps the simulator) and its name."""
     if params.scene and params.variation.active:
         from raygen.actors.tasks.varied import run_varied
 
-        return run_varied(sim, spec, params, render=render)
+        return run_varied(sim, spec, params, render=render, sample=sample, waypoints=waypoints, observe=observe,
+                          task=task)
     rng = np.random.default_rng(np.random.SeedSequence(spec.rng_seed))
-    scene = sample_scene(rng, params, sim.object_kinds)
+    scene = sample(rng) if sample is not None else sample_scene(rng, params, sim.object_kinds)
     sim.set_rendering(render)  # before the reset: a simulator may warm up its renderer there
     sim.reset(scene)
-    plan = _cartesian_plan(scene, params)
+    plan = (waypoints or _cartesian_plan)(scene, params)
     q_way, fallbacks = _solve(sim, plan, rng, params)
     grip = np.array([g for _, _, g in plan])
     q_tgt, g_tgt, phase = _schedule(q_way, grip, params.steps_per_segment)
     close_end = PHASES.index("CLOSE_GRIPPER") * params.steps_per_segment - 1
     open_end = PHASES.index("OPEN_GRIPPER") * params.steps_per_segment - 1
-    rollout = execute(sim, scene, params, q_tgt, g_tgt, grasp_at=close_end, release_at=open_end, render=render)
-    return to_episode(sim, spec, scene, params, rollout, q_tgt, g_tgt, phase, metrics={"task.ik_fallbacks": fallbacks})
+    driven = observe(sim) if observe is not None else sim
+    rollout = execute(driven, scene, params, q_tgt, g_tgt, grasp_at=close_end, release_at=open_end, render=render)
+    return to_episode(sim, spec, scene, params, rollout, q_tgt, g_tgt, phase, metrics={"task.ik_fallbacks": fallbacks},
+                      task=task)
 
 
 @dataclass

@@ -28,17 +28,13 @@ import numpy as np
 
 from raygen.actors.spec import EpisodeSpec
 from raygen.actors.tasks.pick_place import (
-    PHASES,
     PickPlaceParams,
     PickPlaceSim,
     Scene,
     _cartesian_plan,
-    _schedule,
-    _solve,
-    execute,
     quat_wxyz,
+    run_pick_place,
     sample_scene,
-    to_episode,
 )
 from raygen.datasets.episode import Episode
 
@@ -309,38 +305,19 @@ def run_soft_pick_place(sim: SoftPickPlaceSim, spec: EpisodeSpec, params: SoftPa
     variation has its own random streams (the task's draws do not change), the arm waits for the person, and
     every drawn value is in ``scene.*`` metrics and ``provenance.scene_variation``."""
     observed: list[_Observed] = []
+    drawn: list[SoftScene] = []
 
     def observe(s: SoftPickPlaceSim) -> _Observed:
         observed.append(_Observed(s))
         return observed[-1]
 
-    if params.scene and params.variation.active:
-        from raygen.actors.tasks.varied import run_varied
+    def sample(rng: np.random.Generator) -> SoftScene:
+        drawn.append(sample_soft_scene(rng, params))
+        return drawn[-1]
 
-        drawn: list[SoftScene] = []
-
-        def sample(rng: np.random.Generator) -> SoftScene:
-            drawn.append(sample_soft_scene(rng, params))
-            return drawn[-1]
-
-        episode = run_varied(sim, spec, params, render=render, sample=sample, waypoints=soft_plan, observe=observe,
+    episode = run_pick_place(sim, spec, params, render=render, sample=sample, waypoints=soft_plan, observe=observe,
                              task="soft_pick_place")
-        return _soft_record(episode, drawn[-1], observed[-1])
-    rng = np.random.default_rng(np.random.SeedSequence(spec.rng_seed))
-    scene = sample_soft_scene(rng, params)
-    sim.set_rendering(render)  # before the reset, as run_pick_place does (a simulator may warm up its renderer)
-    sim.reset(scene)
-    plan = soft_plan(scene, params)
-    q_way, fallbacks = _solve(sim, plan, rng, params)
-    grip = np.array([g for _, _, g in plan])
-    q_tgt, g_tgt, phase = _schedule(q_way, grip, params.steps_per_segment)
-    close_end = PHASES.index("CLOSE_GRIPPER") * params.steps_per_segment - 1
-    open_end = PHASES.index("OPEN_GRIPPER") * params.steps_per_segment - 1
-    rollout = execute(observe(sim), scene, params, q_tgt, g_tgt, grasp_at=close_end, release_at=open_end,
-                      render=render)
-    episode = to_episode(sim, spec, scene, params, rollout, q_tgt, g_tgt, phase,
-                         metrics={"task.ik_fallbacks": fallbacks}, task="soft_pick_place")
-    return _soft_record(episode, scene, observed[-1])
+    return _soft_record(episode, drawn[-1], observed[-1])
 
 
 def _soft_record(episode: Episode, scene: SoftScene, observed: _Observed) -> Episode:
