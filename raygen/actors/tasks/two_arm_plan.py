@@ -14,8 +14,11 @@ import numpy as np
 
 from raygen.actors.spec import EpisodeFailed
 from raygen.actors.tasks.pick_place import _DH, FLANGE_D, TCP_D, _dh
+from raygen.actors.tasks.varied import _chain_distance
 
 if TYPE_CHECKING:
+    from raygen.actors.tasks.scene import PersonParams
+    from raygen.actors.tasks.scene_plan import PersonPlan
     from raygen.actors.tasks.two_arms import TwoArmParams
 
 __all__ = [
@@ -23,6 +26,7 @@ __all__ = [
     "HAND_CAPSULES",
     "LINK_CAPSULES",
     "PersonClearance",
+    "person_clearance",
     "Schedule",
     "plan_schedule",
     "schedule_two_arms",
@@ -178,6 +182,21 @@ class PersonClearance:
     max_hold: int
     reason: str = ""
     """Filled in when no schedule exists: what was in the way."""
+
+
+def person_clearance(person: PersonPlan, pp: PersonParams, chains: list[np.ndarray], fps: float, lag: int
+                     ) -> PersonClearance:
+    """Each arm's kinematic chain (``chains[arm]`` [K+1, P, 2]: :func:`varied.table_chain` of its targets, in
+    the table plane; capsules of ``pp.arm_radius_m``) at a target, and the ``lag`` targets before it, keeps
+    ``pp.clearance_m`` from ``person`` where it is at that frame (``fps``); waits up to ``pp.max_wait_s``."""
+    def clear(arm: int, targets: np.ndarray, frames: np.ndarray) -> np.ndarray:
+        xy = person.position(np.asarray(frames, np.float64) / fps)
+        worst = np.full(len(targets), np.inf)
+        for k in range(lag + 1):
+            worst = np.minimum(worst, _chain_distance(chains[arm][np.maximum(targets - k, 0)], xy))
+        return worst - pp.arm_radius_m - person.radius >= pp.clearance_m
+
+    return PersonClearance(clear=clear, max_hold=int(round(pp.max_wait_s * fps)))
 
 
 def _schedule_around(can: np.ndarray, stops0: np.ndarray, stops1: np.ndarray, person: PersonClearance) -> Schedule:

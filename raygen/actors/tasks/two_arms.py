@@ -84,10 +84,11 @@ from raygen.actors.tasks.two_arm_plan import (  # noqa: F401 (capsules, _segment
     _body_points,
     _panda_frames,
     _segment_distance,
+    person_clearance,
     plan_schedule,
     schedule_two_arms,
 )
-from raygen.actors.tasks.varied import _chain_distance, arm_points
+from raygen.actors.tasks.varied import person_gap, table_chain
 from raygen.datasets.episode import CameraFrames, Episode, continuous_quaternions
 
 if TYPE_CHECKING:
@@ -387,7 +388,10 @@ def run_two_arms(sim: TwoArmSim, spec: EpisodeSpec, params: TwoArmParams, *, ren
             plans = [_plan_arm(sim, scene, a, rng, params) for a in range(2)]
             pts = [_body_points(p.q, scene.base(a)) for a, p in enumerate(plans)]
             stops = [np.arange(len(p.q)) % params.steps_per_segment == 0 for p in plans]  # the waypoints
-            person = _person_clearance(variation, scene, plans, params)
+            if variation is not None and variation.person is not None:
+                person = person_clearance(variation.person, params.variation.person,
+                                          [table_chain(p.q, scene.base(a)) for a, p in enumerate(plans)],
+                                          params.fps, params.lag_frames)
             sched = plan_schedule(pts[0], pts[1], params, *stops, person=person)
         except (EpisodeFailed, RuntimeError) as exc:  # no schedule, or no IK solution
             failure = exc
@@ -398,33 +402,6 @@ def run_two_arms(sim: TwoArmSim, spec: EpisodeSpec, params: TwoArmParams, *, ren
     by_person = (f"; the person proxy blocked {len(blocked)} of them (first: {blocked[0]})" if blocked else "")
     raise EpisodeFailed(f"{EpisodeFailed.PREFIX}: two arms: none of {params.max_scene_draws} scenes drawn could "
                         f"be planned; the last: {failure}{by_person}")
-
-
-def _person_points(q: np.ndarray, base: np.ndarray) -> np.ndarray:
-    """[N, P, 2]: the kinematic chain (varied.arm_points) of joints q [N, 7] of the arm at ``base``, in the
-    table plane of the world, as the single-arm person checks use it."""
-    pts = arm_points(np.asarray(q, np.float64))
-    return (pts @ base[:3, :3].T + base[:3, 3])[..., :2]
-
-
-def _person_clearance(variation: SceneVariation | None, scene: TwoArmScene, plans: list[_ArmPlan],
-                      params: TwoArmParams) -> PersonClearance | None:
-    """The schedule's check against the person proxy: each arm's chain (capsules of ``person.arm_radius_m``)
-    at a target, and the ``lag_frames`` targets before it, keeps ``person.clearance_m`` from the person where
-    it is at that frame; None without a person."""
-    if variation is None or variation.person is None:
-        return None
-    person, pp = variation.person, params.variation.person
-    pts = [_person_points(p.q, scene.base(a)) for a, p in enumerate(plans)]
-
-    def clear(arm: int, targets: np.ndarray, frames: np.ndarray) -> np.ndarray:
-        xy = person.position(np.asarray(frames, np.float64) / params.fps)
-        worst = np.full(len(targets), np.inf)
-        for lag in range(params.lag_frames + 1):
-            worst = np.minimum(worst, _chain_distance(pts[arm][np.maximum(targets - lag, 0)], xy))
-        return worst - pp.arm_radius_m - person.radius >= pp.clearance_m
-
-    return PersonClearance(clear=clear, max_hold=int(round(pp.max_wait_s * params.fps)))
 
 
 def _vary(sim: TwoArmSim, spec: EpisodeSpec, scene: TwoArmScene, params: TwoArmParams) -> SceneVariation | None:
@@ -528,12 +505,10 @@ def _execute(sim: TwoArmSim, spec: EpisodeSpec, scene: TwoArmScene, params: TwoA
     if variation is not None and variation.person is not None:  # measured on the recorded joints
         person, pp = variation.person, params.variation.person
         xy = person.position(np.arange(n) / params.fps)
-        gaps = [_chain_distance(_person_points(r.state[a, :, :7], scene.base(a)), xy) - pp.arm_radius_m
-                - person.radius for a in range(2)]
-        k0, k1 = sched.progress[:, 0], sched.progress[:, 1]
+        gaps = [person_gap(r.state[a, :, :7], xy, pp.arm_radius_m, person.radius, scene.base(a)) for a in range(2)]
         reached = person.position((np.arange(n) + 1) / params.fps)  # a frame's target is reached as it ends
-        planned = [_chain_distance(_person_points(plans[a].q[k], scene.base(a)), reached) - pp.arm_radius_m
-                   - person.radius for a, k in ((0, k0), (1, k1))]
+        planned = [person_gap(plans[a].q[sched.progress[:, a]], reached, pp.arm_radius_m, person.radius,
+                              scene.base(a)) for a in range(2)]
         person_metrics = {"task.person_gap_m": float(min(g.min() for g in gaps)),
                           "task.person_planned_gap_m": float(min(g.min() for g in planned)),
                           "two_arms.arm0_person_wait_frames": sched.person_holds[0],

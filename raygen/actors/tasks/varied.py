@@ -47,7 +47,7 @@ from raygen.actors.tasks.pick_place import (
 from raygen.actors.tasks.scene_plan import PersonPlan, SceneVariation, sample_variation
 from raygen.datasets.episode import Episode
 
-__all__ = ["LAG_FRAMES", "VariedSim", "arm_points", "follow", "person_gap", "plan_holds", "run_varied"]
+__all__ = ["LAG_FRAMES", "VariedSim", "arm_points", "follow", "person_gap", "plan_holds", "run_varied", "table_chain"]
 
 LAG_FRAMES = 3
 """Each predicted frame is also checked with the joint targets of this many frames before it."""
@@ -109,9 +109,19 @@ def _chain_distance(pts: np.ndarray, xy: np.ndarray) -> np.ndarray:
     return np.linalg.norm(p - (a + t[..., None] * ab), axis=-1).min(axis=1)
 
 
-def person_gap(q: np.ndarray, person_xy: np.ndarray, arm_radius: float, person_radius: float) -> np.ndarray:
-    """[N]: gap between the arm at joints q [N, 7] and the person at person_xy [N, 2] (< 0: they overlap)."""
-    return _chain_distance(arm_points(q)[:, :, :2], person_xy) - arm_radius - person_radius
+def person_gap(q: np.ndarray, person_xy: np.ndarray, arm_radius: float, person_radius: float,
+               base: np.ndarray | None = None) -> np.ndarray:
+    """[N]: gap between the arm at joints q [N, 7] and the person at person_xy [N, 2] (< 0: they overlap);
+    the arm stands at ``base`` [4,4] in the world (default: the origin)."""
+    return _chain_distance(table_chain(q, base), person_xy) - arm_radius - person_radius
+
+
+def table_chain(q: np.ndarray, base: np.ndarray | None = None) -> np.ndarray:
+    """[N, P, 2]: :func:`arm_points` of joints q [N, 7] of the arm at ``base`` [4,4], in the table plane."""
+    pts = arm_points(np.asarray(q, np.float64))
+    if base is not None:
+        pts = pts @ base[:3, :3].T + base[:3, 3]
+    return pts[:, :, :2]
 
 
 def follow(q: np.ndarray, offsets: np.ndarray, iters: int = 4) -> np.ndarray:
