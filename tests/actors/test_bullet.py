@@ -1,6 +1,5 @@
 """The embedded PyBullet backend: valid, successful, deterministic episodes with correct cameras."""
 
-import hashlib
 
 import numpy as np
 import pytest
@@ -10,6 +9,7 @@ from raygen.actors.host import HostConfig, WorkerHost
 from raygen.actors.spec import EpisodeSpec
 from raygen.actors.tasks.pick_place import HOME_Q, PHASES, PickPlaceParams, panda_fk, panda_ik
 from raygen.datasets.episode import episode_from_row, validate_episode
+from tests.actors.episode_hash import episode_hash
 
 SOURCE = "bullet-pick_place"
 
@@ -22,13 +22,7 @@ def backend():
 
 
 def _hash(ep) -> str:
-    h = hashlib.sha256()
-    for a in (ep.state, ep.action, ep.gripper_pose, ep.gripper_opening, *ep.frame_features.values()):
-        h.update(np.ascontiguousarray(a).tobytes())
-    for cam in ep.cameras.values():
-        for a in (cam.rgb, cam.depth, cam.pose, cam.intrinsics):
-            h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()
+    return episode_hash(ep)
 
 
 def test_worker_process_returns_a_valid_episode(tmp_path):

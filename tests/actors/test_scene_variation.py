@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import numpy as np
@@ -15,6 +14,7 @@ from raygen.actors.tasks.scene import MARKER_RADIUS_M, SceneVariationParams
 from raygen.actors.tasks.scene_plan import sample_variation
 from raygen.actors.tasks.varied import arm_points, person_gap
 from raygen.datasets.episode import validate_episode
+from tests.actors.episode_hash import CAMERA_FIELDS, episode_hash
 
 SOURCE = "bullet-pick_place"
 SIZE = {"width": 32, "height": 32, "renderer": "tiny"}
@@ -51,16 +51,10 @@ def _run(backend, index: int, scene: dict | None, seed: int = 3, **task):
 
 def _hash(ep, *, images: bool = True) -> str:
     """Every array, and the metrics (less timing) and provenance, of an episode."""
-    h = hashlib.sha256()
-    for a in (ep.state, ep.action, ep.gripper_pose, ep.gripper_opening, *ep.frame_features.values()):
-        h.update(np.ascontiguousarray(a).tobytes())
-    for cam in ep.cameras.values():
-        for a in ((cam.rgb, cam.depth, cam.pose, cam.intrinsics) if images else (cam.depth, cam.pose)):
-            h.update(np.ascontiguousarray(a).tobytes())
     meta = {"metrics": {k: v for k, v in ep.metrics.items() if not k.startswith(("timing.", "render."))},
             "provenance": ep.provenance, "task": ep.task, "success": ep.success}
-    h.update(json.dumps(meta, sort_keys=True).encode())
-    return h.hexdigest()
+    return episode_hash(ep, CAMERA_FIELDS if images else ("depth", "pose"),
+                        json.dumps(meta, sort_keys=True).encode())
 
 
 ALL_OFF = {"lighting": {"enabled": False, "intensity": [0.1, 0.2]}, "distractors": {"count": [3, 3]},

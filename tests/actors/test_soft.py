@@ -1,7 +1,6 @@
 """Soft pick-and-place on PyBullet's deformable world: valid, deterministic episodes of a soft block or a cloth,
 grasped through soft-body anchors, that deform, and record the material they were made of."""
 
-import hashlib
 
 import numpy as np
 import pytest
@@ -18,6 +17,7 @@ from raygen.actors.tasks.soft import (
     soft_plan,
 )
 from raygen.datasets.episode import validate_episode
+from tests.actors.episode_hash import episode_hash
 
 pytest.importorskip("pybullet")
 
@@ -41,14 +41,8 @@ def episodes(sim):
 
 
 def _hash(ep) -> str:
-    h = hashlib.sha256()
-    for a in (ep.state, ep.action, ep.gripper_pose, ep.gripper_opening, *ep.frame_features.values()):
-        h.update(np.ascontiguousarray(a).tobytes())
-    for cam in ep.cameras.values():
-        for a in (cam.rgb, cam.depth, cam.pose, cam.intrinsics):
-            h.update(np.ascontiguousarray(a).tobytes())
-    h.update(repr(sorted((k, v) for k, v in ep.metrics.items() if not k.startswith("timing."))).encode())
-    return h.hexdigest()
+    return episode_hash(ep, extra=repr(sorted((k, v) for k, v in ep.metrics.items()
+                                              if not k.startswith("timing."))).encode())
 
 
 def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:

@@ -1,7 +1,6 @@
 """Two arms in one scene: allocation, the separation-keeping schedule, and PyBullet episodes that validate,
 keep the minimum separation on every recorded frame, project both arms' tracks and repeat exactly."""
 
-import hashlib
 
 import numpy as np
 import pytest
@@ -18,19 +17,14 @@ from raygen.actors.tasks.two_arms import (
 )
 from raygen.datasets.episode import episode_from_row, episode_to_row, validate_episode
 from raygen.pipelines.flow import add_flow
+from tests.actors.episode_hash import episode_hash
 
 SOURCE = "bullet-two_arms"
 WAITING = EpisodeSpec(SOURCE, 0, 2)  # arm 1 waits ~130 frames for arm 0 here
 
 
 def _hash(ep) -> str:
-    h = hashlib.sha256()
-    for a in (ep.state, ep.action, ep.gripper_pose, ep.gripper_opening, *ep.frame_features.values()):
-        h.update(np.ascontiguousarray(a).tobytes())
-    for cam in ep.cameras.values():
-        for a in (cam.rgb, cam.depth, cam.pose):
-            h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()
+    return episode_hash(ep, ("rgb", "depth", "pose"))
 
 
 def _tcps(ep) -> tuple[np.ndarray, np.ndarray]:
