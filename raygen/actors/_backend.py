@@ -6,6 +6,7 @@ option checking, task parameters per spec, the episode itself) is shared. numpy 
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +18,7 @@ from raygen.actors.tasks.soft import SoftParams, run_soft_pick_place
 from raygen.actors.tasks.two_arms import TwoArmParams, run_two_arms
 from raygen.datasets.episode import Episode
 
-__all__ = ["NOT_RENDERED", "PickPlaceBackend", "TASKS", "render_if_kept"]
+__all__ = ["NOT_RENDERED", "PickPlaceBackend", "TASKS", "render_if_kept", "task_simulator"]
 
 TASKS: dict[str, tuple[type[PickPlaceParams], Callable[..., Episode]]] = {
     "pick_place": (PickPlaceParams, run_pick_place),
@@ -25,6 +26,20 @@ TASKS: dict[str, tuple[type[PickPlaceParams], Callable[..., Episode]]] = {
     "two_arms": (TwoArmParams, run_two_arms),
 }
 """Task name (source.task) -> its parameters and its episode function."""
+
+def task_simulator(backend: str, simulators: dict[str, str], soft_options: tuple[str, ...], task_name: str,
+                   kw: dict[str, Any]) -> Any:
+    """The simulator running ``task_name`` for ``backend``: ``simulators`` maps each task to its class as
+    "module:Class" (imported only when chosen: a GPU SDK loads with it); options only the soft simulator takes
+    are refused for the other tasks, naming them."""
+    if task_name != "soft_pick_place":
+        soft = sorted(set(kw) & set(soft_options))
+        if soft:
+            raise ValueError(f"{backend} backend: option(s) {soft} are for source.task soft_pick_place, not "
+                             f"{task_name}")
+    module, cls = simulators[task_name].split(":")
+    return getattr(importlib.import_module(module), cls)(**kw)
+
 
 NOT_RENDERED = f"{EpisodeFailed.PREFIX} on the physics-only pass"
 """How a reject's reason starts when render_if_kept skipped rendering a failed episode."""
