@@ -351,7 +351,6 @@ class BulletPickPlace(FrankaReadings):
 
     def _build_variation(self, scene: Scene, v: SceneVariation) -> None:
         p, c = self.p, self.client
-        self.distractors, self._platform, self._person = [], None, None
         for d in v.distractors:
             sx, sy, sz = d.size
             if d.kind == "cylinder":
